@@ -1,0 +1,50 @@
+"""Ultralytics as the search uses it: offline, no auto-install, and no tracking of its own.
+
+Import this module before anything imports ``ultralytics``. Ultralytics reads these variables at
+import time. Its settings live in our own config folder (unless the user points ``YOLO_CONFIG_DIR``
+elsewhere), so turning its integrations off never edits the user's global Ultralytics settings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CACHE = Path(os.environ.get("RTDETR_SEARCH_CACHE", Path.home() / ".cache" / "rtdetr-ghost-search"))
+
+os.environ["YOLO_OFFLINE"] = "1"  # no font, weight or dataset downloads, no online checks
+os.environ["YOLO_AUTOINSTALL"] = "false"  # never pip-install a missing package mid-run
+os.environ.setdefault("YOLO_CONFIG_DIR", str(CACHE / "ultralytics"))
+
+# Ultralytics' integrations switch themselves on when their library is importable: with mlflow and
+# ray installed, every model.train() would open its own MLflow run and report to Ray Tune. Tracking
+# belongs to the sweep, so all of them are off.
+_QUIET = {
+    "sync": False,
+    "mlflow": False,
+    "raytune": False,
+    "tensorboard": False,
+    "wandb": False,
+    "comet": False,
+    "clearml": False,
+    "dvc": False,
+    "vscode_msg": False,
+    "openvino_msg": False,
+}
+
+
+def quiet() -> None:
+    """Switch Ultralytics' own integrations off (idempotent; writes settings only when they differ)."""
+    from ultralytics.utils import SETTINGS
+
+    changed = {k: v for k, v in _QUIET.items() if k in SETTINGS and SETTINGS[k] != v}
+    if changed:
+        SETTINGS.update(changed)
+
+
+def setup() -> None:
+    """Offline, quiet Ultralytics with our blocks registered in its parser."""
+    import ghost_blocks
+
+    quiet()
+    ghost_blocks.register()
