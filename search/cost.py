@@ -1,0 +1,158 @@
+"""What an architecture costs to run, measured on its deploy form.
+
+Deploy form: every GhostModuleV3 re-parameterised, then Ultralytics' conv+BN fuse. Parameters and
+GFLOPs use Ultralytics' own counters (``get_num_params``, ``get_flops``) so the numbers read like the
+ones Ultralytics prints. Latency is batch 1 in ``eval()`` and ``inference_mode`` after warm-up, the
+median of repeated runs; measurements on one machine are serialised through a file lock so trials
+never time each other, and a cache keyed by architecture hash, device and image size makes an
+architecture measured once per device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import ghost_blocks
+
+from .ultra import CACHE
+
+__all__ = ["CostError", "deploy_form", "device_name", "latency", "measure_cost", "model_cost"]
+
+LOGGER = logging.getLogger(__name__)
+COST_IMGSZ = 640  # GFLOPs are always quoted at 640x640, like Ultralytics and the papers
+
+
+class CostError(RuntimeError):
+    """A cost could not be measured."""
+
+
+def deploy_form(model: nn.Module) -> nn.Module:
+    """A deployable copy of an Ultralytics model: GhostModuleV3 re-parameterised, then Ultralytics' fuse."""
+    deployed = ghost_blocks.reparameterize_model(model)
+    deployed = deployed.fuse(verbose=False) if hasattr(deployed, "fuse") else deployed
+    return deployed.eval()
+
+
+def model_cost(deployed: nn.Module, imgsz: int = COST_IMGSZ) -> dict[str, float]:
+    """Parameters and GFLOPs of a deploy-form model with Ultralytics' counters."""
+    from ultralytics.utils.torch_utils import get_flops, get_num_params
+
+    gflops = get_flops(deployed, imgsz)
+    if not gflops > 0:  # Ultralytics' counter returns 0.0 on any failure instead of raising
+        raise CostError(f"Ultralytics' FLOPs counter failed on this model at {imgsz}x{imgsz}")
+    return {"n_params": int(get_num_params(deployed)), "gflops": float(gflops)}
+
+
+def device_name(device: torch.device) -> str:
+    """A name for the hardware a latency was measured on (part of the cache key)."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"cpu:{cpu}:{torch.get_num_threads()}threads"
+
+
+@contextlib.contextmanager
+def _machine_lock() -> Iterator[None]:
+    """One latency measurement at a time on this machine, across processes (Ray workers included)."""
+    path = Path(os.environ.get("RTDETR_SEARCH_LOCK_DIR", tempfile.gettempdir())) / "rtdetr-ghost-search-latency.lock"
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def latency(
+    deployed: nn.Module,
+    imgsz: int,
+    device: torch.device,
+    *,
+    warmup: int = 3,
+    min_runs: int = 10,
+    max_runs: int = 50,
+    budget_s: float = 3.0,
+) -> dict[str, float]:
+    """Batch-1 forward latency of a deploy-form model in milliseconds.
+
+    Runs ``warmup`` untimed passes, then at least ``min_runs`` and at most ``max_runs`` timed ones,
+    stopping early once ``budget_s`` is spent. Returns the median, p90 and interquartile range.
+    """
+    model = deployed.to(device).eval()
+    p = next(model.parameters())
+    x = torch.rand(1, 3, imgsz, imgsz, device=device, dtype=p.dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times: list[float] = []
+    with _machine_lock(), torch.inference_mode():
+        window_start = time.time()
+        for _ in range(warmup):
+            model(x)
+        sync()
+        start = time.perf_counter()
+        while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() - start < budget_s):
+            t0 = time.perf_counter()
+            model(x)
+            sync()
+            times.append((time.perf_counter() - t0) * 1000)
+        window_end = time.time()
+    q = statistics.quantiles(times, n=20, method="inclusive")  # 5% steps
+    q1, q3 = statistics.quantiles(times, n=4, method="inclusive")[0::2]
+    return {
+        "latency_ms": statistics.median(times),
+        "latency_p90_ms": q[17],
+        "latency_iqr_ms": q3 - q1,
+        "latency_runs": len(times),
+        "latency_window": [window_start, window_end],  # wall-clock span held under the machine lock
+    }
+
+
+def _cache_file(arch_hash: str, device: str, imgsz: int) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in device)
+    return CACHE / "cost" / f"{arch_hash}-{safe}-{imgsz}.json"
+
+
+def measure_cost(
+    model: nn.Module,
+    arch_hash: str,
+    *,
+    latency_imgsz: int,
+    device: torch.device | str = "cpu",
+    use_cache: bool = True,
+) -> dict:
+    """Params, GFLOPs (at 640) and latency (at ``latency_imgsz``) of ``model``'s deploy form.
+
+    Results are cached per (architecture hash, device, latency image size); a cached entry is
+    returned as is with ``cost_cached=True``.
+    """
+    device = torch.device(device)
+    name = device_name(device)
+    cache = _cache_file(arch_hash, name, latency_imgsz)
+    if use_cache and cache.exists():
+        with contextlib.suppress(ValueError, OSError):
+            return {**json.loads(cache.read_text()), "cost_cached": True}
+    deployed = deploy_form(model.to("cpu"))
+    result = {**model_cost(deployed), "latency_device": name, "latency_imgsz": latency_imgsz}
+    result.update(latency(deployed, latency_imgsz, device))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, cache)  # atomic: a concurrent reader sees the old file or the whole new one
+    return {**result, "cost_cached": False}

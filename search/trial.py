@@ -1,0 +1,359 @@
+"""One trial: build an architecture, measure its deploy-form cost, train it with Ultralytics, validate it.
+
+``run_trial`` is what every sweep trial calls; ``python -m search.trial`` runs one from the shell::
+
+    python -m search.trial --space modes --params '{"stage3": "gate"}' --epochs 3
+    python -m search.trial --model-yaml my_rtdetr.yaml --data coco.yaml --budget full --device 0
+
+Cost (params, GFLOPs, latency) is measured before training, so every per-epoch report carries every
+objective; the sweep's searcher needs them all in each result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import ultra  # noqa: F401  (must precede any ultralytics import)
+
+LOGGER = logging.getLogger(__name__)
+Reporter = Callable[[dict[str, Any], Path | None], None]
+MAP_KEY, MAP50_KEY = "metrics/mAP50-95(B)", "metrics/mAP50(B)"
+
+
+class TrialFailed(RuntimeError):
+    """A trial ended without a trustworthy metric (it raised, diverged or ran out of memory)."""
+
+
+@dataclass
+class TrialSpec:
+    """Everything one trial needs. Paths are absolute: Ray Tune changes each trial's working directory."""
+
+    model_yaml: dict
+    out: Path
+    epochs: int
+    imgsz: int
+    batch: int
+    fraction: float = 1.0
+    data: str | None = None  # an Ultralytics dataset yaml; None: the built-in shapes dataset
+    device: str | None = None  # Ultralytics device string ("cpu", "0"); None: GPU 0 if there is one
+    seed: int = 0
+    workers: int = 0  # in-process data loading: trials already run in parallel, one per GPU
+    patience: int | None = None
+    lr0: float | None = None
+    weights: str | None = None  # warm start: tensors whose name and shape match are loaded
+    latency_imgsz: int | None = None  # None: the training image size
+    max_latency_ms: float | None = None
+    max_gflops: float | None = None
+    train_args: dict = field(default_factory=dict)  # any other Ultralytics train() argument
+
+
+def default_device() -> str:
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def torch_device(device: str):
+    """Ultralytics' device string ("cpu", "0", "cuda:1") as a torch.device."""
+    import torch
+
+    if device in ("cpu", "mps"):
+        return torch.device(device)
+    return torch.device(device if device.startswith("cuda") else f"cuda:{device.split(',')[0]}")
+
+
+def prepare_data(data: str | None) -> tuple[str, list[str]]:
+    """The dataset yaml to train on and its class names; a user's dataset is checked first."""
+    from .data import CLASS_NAMES, builtin_dataset, check_dataset
+
+    if data is None:
+        return str(builtin_dataset()), list(CLASS_NAMES)
+    checked = check_dataset(data)
+    return str(Path(data).resolve()), [checked["names"][i] for i in sorted(checked["names"])]
+
+
+def with_classes(model_yaml: dict, nc: int) -> dict:
+    """The model yaml trained on a dataset with ``nc`` classes (its cost and hash are of that model)."""
+    return {**model_yaml, "nc": nc}
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _warm_start(model, weights: str) -> dict[str, int]:
+    """Load every tensor of ``weights`` whose name and shape match ``model``; say how many."""
+    from ultralytics.nn.tasks import load_checkpoint
+
+    source, _ = load_checkpoint(weights)
+    theirs = source.float().state_dict()
+    ours = model.model.state_dict()
+    loaded = sum(1 for k, v in theirs.items() if k in ours and ours[k].shape == v.shape)
+    model.load(weights)  # Ultralytics' own name+shape transfer; train() then starts from these weights
+    counts = {"warm_start_loaded": loaded, "warm_start_skipped": len(theirs) - loaded}
+    LOGGER.info("warm start from %s: %d tensors loaded, %d skipped", weights, *counts.values())
+    return counts
+
+
+def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path | None = None) -> dict:
+    """Train and evaluate one architecture; return its result.
+
+    Args:
+        spec: the architecture, budget and where to write.
+        report: called after every epoch with the epoch's metrics (mAP and the cost metrics) and the
+            path of Ultralytics' ``last.pt`` for that epoch.
+        resume_from: a ``last.pt`` of an interrupted run of this trial to continue from.
+
+    Returns:
+        The result: ``status`` is ``ok`` or ``infeasible`` (over a cost constraint, not trained).
+
+    Raises:
+        TrialFailed: training raised, diverged, or produced no validation metric.
+    """
+    import yaml
+    from ultralytics import RTDETR
+
+    from .cost import measure_cost
+    from .materialize import arch_hash
+
+    ultra.setup()
+    started = time.perf_counter()
+    out = Path(spec.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data, names = prepare_data(spec.data)
+    model_yaml = with_classes(spec.model_yaml, len(names))
+    h = arch_hash(model_yaml)
+    yaml_path = out / "model.yaml"
+    yaml_path.write_text(yaml.safe_dump(model_yaml, sort_keys=False))
+    device = spec.device or default_device()
+    latency_imgsz = spec.latency_imgsz or spec.imgsz
+
+    model = RTDETR(str(yaml_path))
+    result: dict[str, Any] = {"arch_hash": h, "model_yaml": str(yaml_path), "data": data, "device": device}
+    if spec.weights:
+        result.update(_warm_start(model, spec.weights))
+    cost = measure_cost(model.model, h, latency_imgsz=latency_imgsz, device=torch_device(device))
+    result.update(cost)
+    cost_metrics = {k: cost[k] for k in ("latency_ms", "latency_p90_ms", "latency_iqr_ms", "gflops", "n_params")}
+    over = [
+        f"{name} {cost[key]:.4g} > {limit:g}"
+        for name, key, limit in (("latency_ms", "latency_ms", spec.max_latency_ms), ("gflops", "gflops", spec.max_gflops))
+        if limit is not None and cost[key] > limit
+    ]
+    if over:
+        result.update(status="infeasible", reason="; ".join(over), epochs_done=0, train_s=0.0)
+        result["cost_s"] = time.perf_counter() - started
+        (out / "trial.json").write_text(json.dumps(result, indent=2))
+        return result
+
+    state: dict[str, Any] = {"in_epoch": False, "epochs_done": 0, "final": None}
+
+    def on_train_epoch_end(trainer) -> None:
+        state["in_epoch"] = True
+
+    def on_fit_epoch_end(trainer) -> None:
+        metrics = dict(trainer.metrics or {})
+        if not state["in_epoch"]:  # Ultralytics' final validation of best.pt, after the last epoch
+            state["final"] = metrics
+            return
+        state["in_epoch"] = False
+        losses = trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss is not None else {}
+        if not losses or not all(_finite(float(v)) for v in losses.values()):
+            raise TrialFailed(f"training diverged at epoch {trainer.epoch + 1}: loss is {losses or 'missing'}")
+        state["epochs_done"] = trainer.epoch + 1
+        epoch_metrics = {
+            "epoch": trainer.epoch + 1,
+            "map50_95": float(metrics.get(MAP_KEY, float("nan"))),
+            "map50": float(metrics.get(MAP50_KEY, float("nan"))),
+            **{k: float(v) for k, v in losses.items()},
+            **{k: float(v) for k, v in metrics.items()},
+            **cost_metrics,
+        }
+        if report is not None:
+            last = Path(trainer.last)
+            report(epoch_metrics, last if last.exists() else None)
+
+    for event, fn in (("on_train_epoch_end", on_train_epoch_end), ("on_fit_epoch_end", on_fit_epoch_end)):
+        model.add_callback(event, fn)
+
+    train_args = {
+        "data": data,
+        "epochs": spec.epochs,
+        "imgsz": spec.imgsz,
+        "batch": spec.batch,
+        "fraction": spec.fraction,
+        "device": device,
+        "workers": spec.workers,
+        "seed": spec.seed,
+        "project": str(out),
+        "name": "train",
+        "exist_ok": True,
+        "plots": False,
+        "verbose": False,
+        "amp": device != "cpu",  # on CPU the AMP check would download weights
+        **({"patience": spec.patience} if spec.patience is not None else {}),
+        **({"lr0": spec.lr0} if spec.lr0 is not None else {}),
+        **spec.train_args,
+    }
+    if resume_from is not None:
+        train_args["resume"] = str(resume_from)
+    train_start = time.perf_counter()
+    try:
+        model.train(**train_args)
+    except TrialFailed:
+        raise
+    except Exception as exc:  # Ultralytics raises many kinds; the sweep records them, it does not crash
+        raise TrialFailed(f"training failed: {type(exc).__name__}: {exc}") from exc
+    train_s = time.perf_counter() - train_start
+
+    final = state["final"]
+    if not final or not _finite(final.get(MAP_KEY)):
+        raise TrialFailed("training ended without a validation mAP")
+    run_dir = out / "train"
+    result.update(
+        status="ok",
+        map50_95=float(final[MAP_KEY]),
+        map50=float(final[MAP50_KEY]),
+        epochs_done=state["epochs_done"],
+        train_s=train_s,
+        total_s=time.perf_counter() - started,
+        results_csv=str(run_dir / "results.csv"),
+        weights=str(run_dir / "weights" / "best.pt"),
+        last=str(run_dir / "weights" / "last.pt"),
+    )
+    (out / "trial.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m search.trial", description="Train and measure one RT-DETR architecture.")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--space", help="a space name (spaces/NAME.yaml) or a path to a space file")
+    what.add_argument("--model-yaml", help="an Ultralytics RT-DETR model yaml (may use our blocks)")
+    p.add_argument("--params", default="{}", help="with --space: the point, as JSON {site: choice}")
+    p.add_argument("--budget", help="with --space: the space's budget to use (default: cpu without a GPU, else full)")
+    p.add_argument("--data", help="an Ultralytics dataset yaml (default: the built-in shapes dataset)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--imgsz", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--fraction", type=float)
+    p.add_argument("--lr0", type=float)
+    p.add_argument("--patience", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="'cpu', '0', ... (default: GPU 0 if there is one)")
+    p.add_argument("--weights", help="warm start from a checkpoint (tensors matching by name and shape)")
+    p.add_argument("--latency-imgsz", type=int, help="image size for latency (default: the training size)")
+    p.add_argument("--out", default="runs/trial", help="output folder (default: runs/trial)")
+    return p
+
+
+def spec_from_args(args: argparse.Namespace) -> TrialSpec:
+    """Resolve the CLI's flags into a TrialSpec; raises ValueError for bad input."""
+    import yaml
+
+    from .materialize import materialize
+    from .space import Budget, load_space, validate_params
+
+    budget: Budget | None = None
+    if args.space:
+        space = load_space(args.space)
+        try:
+            params = json.loads(args.params)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--params is not valid JSON: {exc}") from None
+        if not isinstance(params, dict):
+            raise ValueError("--params must be a JSON object {site: choice}")
+        name = args.budget or ("full" if default_device() != "cpu" else "cpu")
+        if name not in space.budgets:
+            raise ValueError(f"--budget {name!r}: space {space.name} has budgets {', '.join(space.budgets)}")
+        budget = space.budgets[name]
+        model_yaml, _ = materialize(space, validate_params(space, params), budget=budget)
+    else:
+        path = Path(args.model_yaml)
+        if not path.is_file():
+            raise ValueError(f"--model-yaml {path}: no such file")
+        try:
+            model_yaml = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--model-yaml {path}: not valid YAML ({exc})") from None
+        if not isinstance(model_yaml, dict) or "backbone" not in model_yaml or "head" not in model_yaml:
+            raise ValueError(f"--model-yaml {path}: not a model yaml (needs 'backbone' and 'head')")
+    pick = {
+        k: getattr(args, k) if getattr(args, k) is not None else getattr(budget, k, None)
+        for k in ("epochs", "imgsz", "batch", "fraction", "lr0", "patience", "workers")
+    }
+    defaults = {"epochs": 25, "imgsz": 640, "batch": 16, "fraction": 1.0, "workers": 0}
+    pick = {k: v if v is not None else defaults.get(k) for k, v in pick.items()}
+    for key in ("epochs", "imgsz", "batch"):
+        if pick[key] < 1:
+            raise ValueError(f"--{key} must be >= 1, got {pick[key]}")
+    if not 0 < pick["fraction"] <= 1:
+        raise ValueError(f"--fraction must be in (0, 1], got {pick['fraction']}")
+    if args.weights and not Path(args.weights).is_file():
+        raise ValueError(f"--weights {args.weights}: no such file")
+    constraints = getattr(space, "constraints", None) if args.space else None
+    return TrialSpec(
+        model_yaml=model_yaml,
+        out=Path(args.out).resolve(),
+        data=args.data,
+        device=args.device,
+        seed=args.seed,
+        weights=args.weights,
+        latency_imgsz=args.latency_imgsz,
+        max_latency_ms=getattr(constraints, "max_latency_ms", None),
+        max_gflops=getattr(constraints, "max_gflops", None),
+        **pick,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import DataError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        spec = spec_from_args(args)
+        if spec.data is not None:
+            prepare_data(spec.data)  # a bad dataset fails here, before any model is built
+    except (ValueError, DataError) as exc:  # SpaceError and DataError are ValueErrors
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stdout = sys.stdout
+    try:
+        with _ultralytics_to_stderr():  # stdout carries exactly one JSON object
+            result = run_trial(spec)
+    except TrialFailed as exc:
+        print(json.dumps({"status": "failed", "error": str(exc), "out": str(spec.out)}), file=stdout)
+        return 1
+    print(json.dumps(result), file=stdout)
+    return 0
+
+
+@contextlib.contextmanager
+def _ultralytics_to_stderr():
+    from ultralytics.utils import LOGGER as ULTRA_LOGGER
+
+    handlers = [h for h in ULTRA_LOGGER.handlers if isinstance(h, logging.StreamHandler)]
+    streams = [h.setStream(sys.stderr) for h in handlers]
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for h, s in zip(handlers, streams, strict=True):
+            h.setStream(s)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
