@@ -72,7 +72,10 @@ def device_name(device: torch.device) -> str:
 @contextlib.contextmanager
 def _machine_lock() -> Iterator[None]:
     """One latency measurement at a time on this machine, across processes (Ray workers included)."""
-    path = Path(os.environ.get("RTDETR_SEARCH_LOCK_DIR", tempfile.gettempdir())) / "rtdetr-ghost-search-latency.lock"
+    path = (
+        Path(os.environ.get("RTDETR_SEARCH_LOCK_DIR", tempfile.gettempdir()))
+        / "rtdetr-ghost-search-latency.lock"
+    )
     with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:

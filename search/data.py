@@ -33,7 +33,19 @@ _GENERATOR_VERSION = 1
 _MARKER = ".complete"
 # Same set as ultralytics.data.utils.IMG_FORMATS; copied so this module stays import-light.
 IMG_FORMATS = {
-    "avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp",
+    "avif",
+    "bmp",
+    "dng",
+    "heic",
+    "heif",
+    "jp2",
+    "jpeg",
+    "jpg",
+    "mpo",
+    "png",
+    "tif",
+    "tiff",
+    "webp",
 }
 # Class hue centres (OpenCV hue, 0-179): colour hints the class, shape decides it.
 _CLASS_HUES = [0, 60, 120]
@@ -106,8 +118,10 @@ def _render(seed: int, split: str, index: int, imgsz: int) -> tuple[np.ndarray, 
         # Rejection-sample a free cell; objects never overlap, so every drawn pixel stays visible.
         for _attempt in range(30):
             x0, y0 = (int(v) for v in rng.integers(0, imgsz - side + 1, size=2))
-            if all(x0 + side + 2 <= x or x + s + 2 <= x0 or y0 + side + 2 <= y or y + s + 2 <= y0
-                   for x, y, s in cells):
+            if all(
+                x0 + side + 2 <= x or x + s + 2 <= x0 or y0 + side + 2 <= y or y + s + 2 <= y0
+                for x, y, s in cells
+            ):
                 break
         else:
             continue
@@ -325,8 +339,9 @@ def check_dataset(data: str | Path, expected_names: list[str] | dict | None = No
     if expected_names is not None:
         expected = _names_dict(expected_names, "expected_names")
         if names != expected:
-            raise DataError(f"{where}: class names {list(names.values())} do not match expected "
-                            f"{list(expected.values())}")
+            raise DataError(
+                f"{where}: class names {list(names.values())} do not match expected {list(expected.values())}"
+            )
 
     root = _dataset_root(parsed, yaml_path, where)
     out = dict(parsed, path=str(root), names=names, nc=len(names))

@@ -292,9 +292,7 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
     widths = [max([len(c)] + [len(r[k]) for r in cells]) for k, c in enumerate(columns)]
 
     def line(values: list[str]) -> str:
-        parts = [
-            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
-        ]
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
         return "  ".join(parts).rstrip()
 
     out = [line(list(columns)), "  ".join("-" * w for w in widths)]
@@ -351,9 +349,7 @@ def _axis_label(obj: Objective) -> str:
     return f"{obj.metric} ({'higher' if obj.direction == MAXIMIZE else 'lower'} is better)"
 
 
-def _write_png(
-    panels: list[_Panel], path: Path, highlight: Mapping[str, str], title: str
-) -> None:
+def _write_png(panels: list[_Panel], path: Path, highlight: Mapping[str, str], title: str) -> None:
     from matplotlib.figure import Figure  # lazy: keeps importing this module cheap
 
     fig = Figure(figsize=(5.2 * len(panels), 4.4))
@@ -368,8 +364,15 @@ def _write_png(
             ax.scatter(fx, fy, s=30, c="tab:red", label="Pareto front", zorder=3)
         if panel.global_front:
             gx, gy, _ = zip(*panel.global_front, strict=True)
-            ax.scatter(gx, gy, s=80, facecolors="none", edgecolors="tab:blue", zorder=3,
-                       label="front (all objectives)")
+            ax.scatter(
+                gx,
+                gy,
+                s=80,
+                facecolors="none",
+                edgecolors="tab:blue",
+                zorder=3,
+                label="front (all objectives)",
+            )
         for k, (label, text) in enumerate(highlight.items()):
             marker, color = _HIGHLIGHT_STYLES[k % len(_HIGHLIGHT_STYLES)]
             hits = [(x, y) for x, y, r in panel.points if r.get("label") == label]

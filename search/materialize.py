@@ -1,0 +1,290 @@
+"""The pure yaml generator: a space point (params) on a base RT-DETR yaml -> a model yaml + its hash.
+
+Nothing here does I/O or imports torch; every function returns new objects and leaves its inputs
+unchanged.
+
+Insertion semantics: a block inserted after layer ``L`` sits on ``L``'s output path. Every layer that
+read ``L`` (by a relative index such as ``-1`` or by an absolute one, e.g. a Concat ``[-1, 17]`` or the
+decoder's ``[21, 24, 27]``) reads the last block inserted after ``L`` instead. Several blocks inserted
+after the same layer are chained in the order of their sites in the space file. Indices keep their
+spelling: a relative ``from`` stays relative (recomputed), an absolute one stays absolute (remapped).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from typing import Any
+
+from .space import BLOCKS, Budget, Choice, Space, SpaceError, validate_params
+
+__all__ = ["arch_hash", "choice_layer", "layer_channels", "materialize"]
+
+# Layer types whose output channels Ultralytics computes as make_divisible(min(c2, max_ch) * width, 8)
+# from args[0]; our blocks are parsed through such a stand-in (Conv, RepC3, RepNCSPELAN4).
+_CONV_LIKE = (
+    "Conv",
+    "DWConv",
+    "GhostModuleV3",
+    "RepC3",
+    "RepC3GhostV3",
+    "RepNCSPELAN4",
+    "RepNCSPELAN4GhostV3",
+)
+# yaml arg positions holding channel counts, scaled by a proxy budget's width
+_CHANNEL_ARGS = {
+    "HGStem": (0, 1),
+    "HGBlock": (0, 1),
+    "HGBlockGhostV3": (0, 1),
+    "Conv": (0,),
+    "DWConv": (0,),
+    "GhostModuleV3": (0,),
+    "RepC3": (0,),
+    "RepC3GhostV3": (0,),
+    "RepNCSPELAN4": (0, 1, 2),
+    "RepNCSPELAN4GhostV3": (0, 1, 2),
+    "AIFI": (0,),  # the feed-forward width; AIFI's embedding width is its input's channels
+    "ResNetLayer": (1,),  # c1 (args[0]) is re-derived from the producer afterwards
+}
+# yaml arg positions holding a repeat count (blocks that take n as an argument, not as yaml repeats)
+_REPEAT_ARGS = {"ResNetLayer": 4, "RepNCSPELAN4": 3, "RepNCSPELAN4GhostV3": 3}
+_DECODER_DEFAULTS = (256, 300)  # RTDETRDecoder's hd and nq defaults
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _absolute(f: int | list, i: int) -> int | list:
+    """``from`` of layer ``i`` with relative indices made absolute (-1 at layer 0 is the image)."""
+    if isinstance(f, list):
+        return [x if x >= 0 else i + x for x in f]
+    return f if f >= 0 else i + f
+
+
+def _scale_info(model: dict) -> tuple[float, float, float]:
+    """(depth, width, max_channels) as Ultralytics' parser reads them."""
+    scales = model.get("scales")
+    if scales:
+        return tuple(scales[model.get("scale") or next(iter(scales))])
+    return model.get("depth_multiple", 1.0), model.get("width_multiple", 1.0), math.inf
+
+
+def layer_channels(model: dict, ch: int = 3) -> list[int | None]:
+    """Output channels of every layer (backbone+head), following Ultralytics' parser.
+
+    None where it cannot be known from the yaml (the decoder, unknown modules fed by several inputs).
+    """
+    _, width, max_ch = _scale_info(model)
+    out: list[int | None] = []
+
+    def src(j: int) -> int | None:
+        return ch if j < 0 else out[j]
+
+    for i, (f, _, m, args) in enumerate(model["backbone"] + model["head"]):
+        f = _absolute(f, i)
+        if m in _CONV_LIKE:
+            c = math.ceil(min(args[0], max_ch) * width / 8) * 8
+        elif m in ("HGStem", "HGBlock", "HGBlockGhostV3"):
+            c = args[1]
+        elif m == "ResNetLayer":
+            c = args[1] if args[3] else args[1] * (args[5] if len(args) > 5 else 4)
+        elif m == "Concat":
+            parts = [src(j) for j in f]
+            c = None if None in parts else sum(parts)
+        elif m == "RTDETRDecoder" or isinstance(f, list):
+            c = None
+        else:  # AIFI, nn.Upsample, ...: channels pass through
+            c = src(f)
+        out.append(c)
+    return out
+
+
+def _ghost_args(m: str, args: list) -> list:
+    """[c2, k, s] for a GhostModuleV3 that replaces a base layer of type ``m``."""
+    if m in ("Conv", "DWConv"):
+        k = args[1] if len(args) > 1 and args[1] is not None else 1
+        return [args[0], k, args[2] if len(args) > 2 else 1]
+    if m == "HGBlock":
+        return [args[1], args[2] if len(args) > 2 else 3, 1]
+    return [args[0], 3, 1]  # RepC3, RepNCSPELAN4: their inner convolutions are 3x3
+
+
+def choice_layer(choice: Choice, layers: list, index: int, channels: list[int | None]) -> list:
+    """The yaml layer ``[from, repeats, module, args]`` that ``choice`` puts at or after ``layers[index]``.
+
+    Args:
+        choice: a replace or insert choice.
+        layers: the base model's backbone+head layers.
+        index: the site's layer.
+        channels: :func:`layer_channels` of the base model.
+
+    Raises:
+        ValueError: the choice does not fit that layer.
+    """
+    f, n, m, args = layers[index]
+    if choice.op == "replace":
+        if not any(m in targets for targets in BLOCKS.values()):
+            raise ValueError(
+                f"cannot replace layer {index} ({m}): only Conv-like and block layers can be replaced"
+            )
+        if m not in BLOCKS[choice.block]:
+            raise ValueError(
+                f"{choice.block} can only replace {', '.join(BLOCKS[choice.block])}, "
+                f"layer {index} is {m}: choice makes channels not fit"
+            )
+        if choice.block == "GhostModuleV3":
+            new = list(choice.args) if choice.args is not None else _ghost_args(m, args)
+            reps = choice.repeats or 1
+        else:  # a fused block keeps its base block's args and repeats unless given
+            new = list(choice.args) if choice.args is not None else list(args)
+            reps = choice.repeats or n
+        if choice.block == "GhostModuleV3" and new[1:2] and new[1] % 2 == 0:
+            raise ValueError(f"GhostModuleV3 needs an odd kernel; layer {index} ({m}) gives k={new[1]}")
+        return [copy.deepcopy(f), reps, choice.block, [*new, choice.mode]]
+    if m == "RTDETRDecoder" or index == len(layers) - 1:
+        raise ValueError(f"cannot insert after layer {index} ({m}): it is the model's output")
+    if choice.args is not None:
+        new = list(choice.args)
+    elif choice.block != "GhostModuleV3":
+        raise ValueError(f"inserting {choice.block} needs explicit args")
+    elif channels[index] is None:
+        raise ValueError(f"cannot infer the output channels of layer {index} ({m}); give explicit args")
+    else:
+        new = [channels[index], 3, 1]
+    return [-1, choice.repeats or 1, choice.block, [*new, choice.mode]]
+
+
+def _remap(f: int | list, old_i: int, new_i: int, out: list[int]) -> int | list:
+    """Point ``from`` of old layer ``old_i`` (now at ``new_i``) at each producer's output."""
+
+    def one(x: int) -> int:
+        a = x if x >= 0 else old_i + x
+        if a < 0:  # the image: only the first layer reads it
+            return x
+        return out[a] - new_i if x < 0 else out[a]
+
+    return [one(x) for x in f] if isinstance(f, list) else one(f)
+
+
+def _width(c: int, width: float) -> int:
+    return max(8, math.ceil(c * width / 8) * 8)
+
+
+def _scale(layers: list, budget: Budget) -> None:
+    """Shrink ``layers`` in place to ``budget``'s proxy (width, depth, decoder size)."""
+    for layer in layers:
+        _, n, m, args = layer
+        if n > 1:
+            layer[1] = max(1, round(n * budget.depth))
+        if budget.width != 1:
+            for p in _CHANNEL_ARGS.get(m, ()):
+                if p < len(args) and _is_int(args[p]):
+                    args[p] = _width(args[p], budget.width)
+        p = _REPEAT_ARGS.get(m)
+        if p is not None and p < len(args) and _is_int(args[p]) and args[p] > 1:
+            args[p] = max(1, round(args[p] * budget.depth))
+        if m == "RTDETRDecoder":
+            hd = budget.hidden_dim or (args[1] if len(args) > 1 else _DECODER_DEFAULTS[0])
+            nq = budget.queries or (args[2] if len(args) > 2 else _DECODER_DEFAULTS[1])
+            args[:] = [args[0] if args else "nc", hd, nq, *args[3:]]
+
+
+def _fit_channels(model: dict) -> None:
+    """Re-derive the channel args Ultralytics does not infer, in place.
+
+    ResNetLayer states its input channels (c1) explicitly: set it to its producer's output. AIFI's
+    attention heads must divide its input channels: take the largest divisor not above the given count.
+    Both are no-ops on a consistent yaml, e.g. every shipped base.
+    """
+    layers = model["backbone"] + model["head"]
+    channels = layer_channels(model)
+    for i, (f, _, m, args) in enumerate(layers):
+        if m not in ("ResNetLayer", "AIFI") or isinstance(f, list):
+            continue
+        a = _absolute(f, i)
+        c_in = 3 if a < 0 else channels[a]
+        if c_in is None:
+            continue
+        if m == "ResNetLayer":
+            args[0] = c_in
+        elif len(args) > 1 and _is_int(args[1]) and c_in % args[1]:
+            args[1] = max(h for h in range(1, args[1] + 1) if c_in % h == 0)
+
+
+def materialize(
+    space: Space, params: dict[str, str], base: dict | None = None, budget: Budget | None = None
+) -> tuple[dict, str]:
+    """Apply a space point to a base model yaml.
+
+    Args:
+        space: the space.
+        params: site name -> choice name (missing sites keep, see ``validate_params``).
+        base: base model dict (default ``space.base_yaml``); not modified.
+        budget: a proxy budget (width/depth/hidden_dim/queries) shrinks the result to train it cheaply.
+
+    Returns:
+        The model yaml dict (build it with Ultralytics after ``ghost_blocks.register()``) and its
+        :func:`arch_hash`.
+    """
+    params = validate_params(space, params)
+    base = space.base_yaml if base is None else base
+    layers = base["backbone"] + base["head"]
+    channels = layer_channels(base)
+    replaced: dict[int, list] = {}
+    inserted: dict[int, list[list]] = {}
+    for site in space.sites:
+        choice = site.choice(params[site.name])
+        if choice.op == "keep":
+            continue
+        key = f"sites.{site.name}.choices.{choice.name}"
+        if site.layer >= len(layers):
+            raise SpaceError(f"{space.path}: {key}: layer {site.layer} is outside the given base model")
+        try:
+            new = choice_layer(choice, layers, site.layer, channels)
+        except ValueError as e:
+            raise SpaceError(f"{space.path}: {key}: {e}") from None
+        if choice.op == "replace":
+            replaced[site.layer] = new
+        else:  # chained after the layer in site order
+            inserted.setdefault(site.layer, []).append(new)
+
+    # new index of each old layer, and of its output (the last block inserted after it)
+    start, out, k = [], [], 0
+    for j in range(len(layers)):
+        start.append(k)
+        k += 1 + len(inserted.get(j, ()))
+        out.append(k - 1)
+    n_backbone = len(base["backbone"])
+    backbone, head = [], []
+    for j, layer in enumerate(layers):
+        f, n, m, args = copy.deepcopy(replaced.get(j, layer))
+        dest = backbone if j < n_backbone else head
+        dest.append([_remap(f, j, start[j], out), n, m, args])
+        dest.extend(copy.deepcopy(inserted.get(j, [])))
+
+    new_lists = {"backbone": backbone, "head": head}
+    model = {k: new_lists[k] if k in new_lists else copy.deepcopy(v) for k, v in base.items()}
+    if budget is not None and budget.is_proxy:
+        _scale(backbone + head, budget)
+    _fit_channels(model)
+    return model, arch_hash(model)
+
+
+def arch_hash(model_yaml: dict) -> str:
+    """16 hex chars of sha256 over the architecture.
+
+    Covers every layer with ``from`` made absolute (so relative and absolute spellings agree, and the
+    backbone/head split does not matter), ``nc`` and the scale (depth, width, max_channels) the parser
+    uses. Equal architectures hash equal however their params were named or ordered.
+    """
+    layers = model_yaml["backbone"] + model_yaml["head"]
+    canon = {
+        "nc": model_yaml.get("nc"),
+        "scale": list(_scale_info(model_yaml)),
+        "layers": [[_absolute(f, i), n, m, args] for i, (f, n, m, args) in enumerate(layers)],
+    }
+    text = json.dumps(canon, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
