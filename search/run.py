@@ -1,1 +1,238 @@
-"""Placeholder CLI; replaced below."""
+"""``python -m search.run``: sweep a space of GhostModuleV3 placements in RT-DETR, or dry-run it.
+
+    python -m search.run --space placements                 # a sweep (a small CPU run without a GPU)
+    python -m search.run --space modes --sampler grid       # the ablation table, every point once
+    python -m search.run --space placements --dry-run       # build and cost architectures, no training
+    python -m search.run --name NAME --resume               # continue an interrupted sweep
+
+Every user error (bad space file, flag, dataset, tracking server, an existing sweep name) is reported
+in one line with exit code 2 before any training starts and before anything is written to MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from . import ultra  # noqa: F401  (must precede any ultralytics import)
+
+
+class UsageError(ValueError):
+    """A problem with the command line or its inputs; exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--space", default="placements", help="a space name in spaces/ or a path (default: placements)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="build and cost architectures without training")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="dry-run output format")
+    p.add_argument("--samples", type=int, help="trials to run (dry-run: rows when the space has > 64 points)")
+    p.add_argument(
+        "--budget", help="the space's budget (default: cpu without a GPU, else full; dry-run: as written)"
+    )
+    p.add_argument("--sampler", choices=("tpe", "nsga2", "random", "grid"), default="tpe")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--max-concurrent", type=int, help="trials at once (default: GPUs / gpus-per-trial, or 1 on CPU)"
+    )
+    p.add_argument("--gpus-per-trial", type=float, help="default 1 when GPUs exist, else 0")
+    p.add_argument("--cpus-per-trial", type=float, default=1)
+    p.add_argument("--data", help="an Ultralytics dataset yaml (default: the built-in shapes dataset)")
+    for flag, kind in (
+        ("--epochs", int),
+        ("--imgsz", int),
+        ("--batch", int),
+        ("--fraction", float),
+        ("--lr0", float),
+    ):
+        p.add_argument(flag, type=kind, help="override the budget's value")
+    p.add_argument("--scheduler", choices=("asha",), help="early stopping on mAP, per epoch")
+    p.add_argument("--max-latency-ms", type=float, help="architectures slower than this are not trained")
+    p.add_argument("--max-gflops", type=float, help="architectures costlier than this are not trained")
+    p.add_argument("--name", help="sweep name (default: SPACE-DATE-TIME)")
+    p.add_argument(
+        "--storage-path", default="runs/sweeps", help="where Ray Tune keeps sweeps (default: runs/sweeps)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the sweep --name in --storage-path")
+    p.add_argument("--address", help="an existing Ray cluster, e.g. auto (default: a local Ray)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the embedded store in mlflow/)")
+    p.add_argument("--experiment", default="rtdetr-ghost-search", help="MLflow experiment name")
+    return p
+
+
+def _positive(args: argparse.Namespace) -> None:
+    for key in ("samples", "epochs", "imgsz", "batch", "max_concurrent"):
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
+    for key in ("gpus_per_trial", "cpus_per_trial", "max_latency_ms", "max_gflops", "lr0"):
+        value = getattr(args, key)
+        if value is not None and value < 0:
+            raise UsageError(f"--{key.replace('_', '-')} must be >= 0, got {value}")
+    if args.fraction is not None and not 0 < args.fraction <= 1:
+        raise UsageError(f"--fraction must be in (0, 1], got {args.fraction}")
+
+
+# ------------------------------------------------------------------------------------------ dry run
+def dry_run_rows(space, points: list[dict], budget=None) -> list[dict]:
+    """Build every point with Ultralytics and measure its deploy form's parameters and GFLOPs at 640."""
+    from ultralytics.nn.tasks import RTDETRDetectionModel
+
+    from .cost import deploy_form, model_cost
+    from .materialize import materialize
+
+    rows = []
+    for params in points:
+        model_yaml, h = materialize(space, params, budget=budget)
+        model = RTDETRDetectionModel(model_yaml, verbose=False)
+        rows.append({"params": params, "arch_hash": h, **model_cost(deploy_form(model))})
+    return rows
+
+
+def dry_run(args: argparse.Namespace, space) -> int:
+    budget = None
+    if args.budget:
+        if args.budget not in space.budgets:
+            raise UsageError(
+                f"--budget {args.budget!r}: space {space.name} has budgets {', '.join(space.budgets)}"
+            )
+        budget = space.budgets[args.budget]
+    if space.size <= 64:
+        points = list(space.points())
+    else:
+        points = space.random_points(args.samples or 8, args.seed)
+    text = args.format == "text"
+    if text:
+        print(f"space {space.name}: {space.size} points, base {space.base}, {len(space.sites)} sites")
+        for site in space.sites:
+            print(f"  {site.name:<16} layer {site.layer:>3}: {', '.join(c.name for c in site.choices)}")
+        shown = "all" if space.size <= 64 else f"{len(points)} random"
+        print(
+            f"{shown} architectures, deploy form at 640x640{' (proxy: budget ' + budget.name + ')' if budget else ''}:"
+        )
+    rows = dry_run_rows(space, points, budget)
+    if not text:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from .frontier import format_table
+
+    shown = [
+        {**r, "choices": " ".join(f"{k}={v}" for k, v in r["params"].items() if v != "keep") or "(base)"}
+        for r in rows
+    ]
+    print(format_table(shown, ["choices", "arch_hash", "n_params", "gflops"]))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- sweep
+def sweep_config(args: argparse.Namespace, space):
+    """Resolve flags into a SweepConfig, checking every input a user can get wrong."""
+    import torch
+    from ray import tune
+
+    from .data import DataError, check_dataset
+    from .sweep import SweepConfig, experiment_path
+    from .tracking import TrackingError, check_tracking, default_tracking_uri
+
+    gpus = torch.cuda.device_count()
+    budget = args.budget or ("full" if gpus else "cpu")
+    if budget not in space.budgets:
+        raise UsageError(f"--budget {budget!r}: space {space.name} has budgets {', '.join(space.budgets)}")
+    if args.sampler == "grid" and args.samples and args.samples > space.size:
+        raise UsageError(
+            f"--samples {args.samples} > {space.size} points: the grid sampler runs each point once"
+        )
+    if args.resume and not args.name:
+        raise UsageError("--resume needs the --name of the sweep to continue")
+    if args.data:
+        try:
+            check_dataset(args.data)
+        except DataError as exc:
+            raise UsageError(str(exc)) from None
+    uri = args.tracking_uri or default_tracking_uri()
+    try:
+        check_tracking(uri)
+    except TrackingError as exc:
+        raise UsageError(str(exc)) from None
+    gpus_per_trial = args.gpus_per_trial if args.gpus_per_trial is not None else (1 if gpus else 0)
+    if args.samples:
+        samples = args.samples
+    elif args.sampler == "grid":
+        samples = space.size
+    else:
+        samples = min(space.size, 32 if gpus else 3)
+    concurrent = args.max_concurrent or (
+        max(1, int(gpus // gpus_per_trial)) if gpus and gpus_per_trial else 1
+    )
+    config = SweepConfig(
+        space=space,
+        budget=budget,
+        overrides={k: getattr(args, k) for k in ("epochs", "imgsz", "batch", "fraction", "lr0")},
+        samples=samples,
+        sampler=args.sampler,
+        seed=args.seed,
+        max_concurrent=concurrent,
+        gpus_per_trial=gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial,
+        data=str(Path(args.data).resolve()) if args.data else None,
+        name=args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        storage_path=str(Path(args.storage_path).resolve()),
+        address=args.address,
+        tracking_uri=uri,
+        experiment=args.experiment,
+        scheduler=args.scheduler,
+        resume=args.resume,
+        max_latency_ms=args.max_latency_ms
+        if args.max_latency_ms is not None
+        else space.constraints.max_latency_ms,
+        max_gflops=args.max_gflops if args.max_gflops is not None else space.constraints.max_gflops,
+    )
+    path = experiment_path(config)
+    exists = path.exists() and tune.Tuner.can_restore(str(path))
+    if args.resume and not exists:
+        raise UsageError(f"no sweep named {config.name!r} in {config.storage_path} to resume")
+    if not args.resume and path.exists():
+        raise UsageError(
+            f"a sweep named {config.name!r} already exists in {config.storage_path}; "
+            "pass --resume to continue it or choose another --name"
+        )
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .space import SpaceError, load_space
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        _positive(args)
+        space = load_space(args.space)
+        if args.dry_run:
+            ultra.setup()
+            return dry_run(args, space)
+        config = sweep_config(args, space)
+    except (UsageError, SpaceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from .sweep import resolved_budget, run_sweep
+
+    ultra.setup()
+    b = resolved_budget(space, config.budget, config.overrides)
+    if config.gpus_per_trial == 0 and not config.data:
+        print(
+            f"[sweep] no GPU: a small CPU run - {config.samples} trials on the built-in shapes dataset, "
+            f"budget '{config.budget}' ({b.epochs} epochs at {b.imgsz}px, a scaled-down proxy model), "
+            "local Ray, embedded MLflow store. Pass --samples/--epochs to change it."
+        )
+    run_sweep(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

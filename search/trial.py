@@ -105,6 +105,24 @@ def _warm_start(model, weights: str) -> dict[str, int]:
     return counts
 
 
+def _epochs_in(checkpoint: Path) -> int:
+    """Epochs an Ultralytics training checkpoint has completed."""
+    import torch
+
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=False).get("epoch", -1)) + 1
+
+
+def _validate(weights: Path, train_args: dict) -> dict:
+    """Ultralytics' validation of a checkpoint on the dataset's val split, as a metrics dict."""
+    from ultralytics import RTDETR
+
+    keys = ("data", "imgsz", "batch", "device", "workers", "project")
+    metrics = RTDETR(str(weights)).val(
+        **{k: train_args[k] for k in keys}, name="val", exist_ok=True, plots=False
+    )
+    return dict(metrics.results_dict)
+
+
 def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path | None = None) -> dict:
     """Train and evaluate one architecture; return its result.
 
@@ -144,10 +162,15 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
         result.update(_warm_start(model, spec.weights))
     cost = measure_cost(model.model, h, latency_imgsz=latency_imgsz, device=torch_device(device))
     result.update(cost)
-    cost_metrics = {k: cost[k] for k in ("latency_ms", "latency_p90_ms", "latency_iqr_ms", "gflops", "n_params")}
+    cost_metrics = {
+        k: cost[k] for k in ("latency_ms", "latency_p90_ms", "latency_iqr_ms", "gflops", "n_params")
+    }
     over = [
         f"{name} {cost[key]:.4g} > {limit:g}"
-        for name, key, limit in (("latency_ms", "latency_ms", spec.max_latency_ms), ("gflops", "gflops", spec.max_gflops))
+        for name, key, limit in (
+            ("latency_ms", "latency_ms", spec.max_latency_ms),
+            ("gflops", "gflops", spec.max_gflops),
+        )
         if limit is not None and cost[key] > limit
     ]
     if over:
@@ -169,7 +192,9 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
         state["in_epoch"] = False
         losses = trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss is not None else {}
         if not losses or not all(_finite(float(v)) for v in losses.values()):
-            raise TrialFailed(f"training diverged at epoch {trainer.epoch + 1}: loss is {losses or 'missing'}")
+            raise TrialFailed(
+                f"training diverged at epoch {trainer.epoch + 1}: loss is {losses or 'missing'}"
+            )
         state["epochs_done"] = trainer.epoch + 1
         epoch_metrics = {
             "epoch": trainer.epoch + 1,
@@ -205,15 +230,20 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
         **({"lr0": spec.lr0} if spec.lr0 is not None else {}),
         **spec.train_args,
     }
-    if resume_from is not None:
-        train_args["resume"] = str(resume_from)
     train_start = time.perf_counter()
-    try:
-        model.train(**train_args)
-    except TrialFailed:
-        raise
-    except Exception as exc:  # Ultralytics raises many kinds; the sweep records them, it does not crash
-        raise TrialFailed(f"training failed: {type(exc).__name__}: {exc}") from exc
+    done = _epochs_in(resume_from) if resume_from is not None else 0
+    if done >= spec.epochs:  # interrupted after its last epoch, before the final validation
+        state["epochs_done"] = done
+        state["final"] = _validate(resume_from, train_args)
+    else:
+        if resume_from is not None:
+            train_args["resume"] = str(resume_from)
+        try:
+            model.train(**train_args)
+        except TrialFailed:
+            raise
+        except Exception as exc:  # Ultralytics raises many kinds; the sweep records them, it does not crash
+            raise TrialFailed(f"training failed: {type(exc).__name__}: {exc}") from exc
     train_s = time.perf_counter() - train_start
 
     final = state["final"]
@@ -237,12 +267,16 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
 
 # --------------------------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m search.trial", description="Train and measure one RT-DETR architecture.")
+    p = argparse.ArgumentParser(
+        prog="python -m search.trial", description="Train and measure one RT-DETR architecture."
+    )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--space", help="a space name (spaces/NAME.yaml) or a path to a space file")
     what.add_argument("--model-yaml", help="an Ultralytics RT-DETR model yaml (may use our blocks)")
     p.add_argument("--params", default="{}", help="with --space: the point, as JSON {site: choice}")
-    p.add_argument("--budget", help="with --space: the space's budget to use (default: cpu without a GPU, else full)")
+    p.add_argument(
+        "--budget", help="with --space: the space's budget to use (default: cpu without a GPU, else full)"
+    )
     p.add_argument("--data", help="an Ultralytics dataset yaml (default: the built-in shapes dataset)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--imgsz", type=int)
