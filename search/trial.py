@@ -100,8 +100,14 @@ def _warm_start(model, weights: str) -> dict[str, int]:
     ours = model.model.state_dict()
     loaded = sum(1 for k, v in theirs.items() if k in ours and ours[k].shape == v.shape)
     model.load(weights)  # Ultralytics' own name+shape transfer; train() then starts from these weights
-    counts = {"warm_start_loaded": loaded, "warm_start_skipped": len(theirs) - loaded}
-    LOGGER.info("warm start from %s: %d tensors loaded, %d skipped", weights, *counts.values())
+    counts = {
+        "warm_start_loaded": loaded,
+        "warm_start_skipped": len(theirs) - loaded,  # checkpoint tensors with no match in this model
+        "warm_start_new": len(ours) - loaded,  # this model's tensors left at their initial values
+    }
+    LOGGER.info(
+        "warm start from %s: %d tensors loaded, %d skipped, %d new in this model", weights, *counts.values()
+    )
     return counts
 
 
@@ -156,11 +162,14 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
     device = spec.device or default_device()
     latency_imgsz = spec.latency_imgsz or spec.imgsz
 
-    model = RTDETR(str(yaml_path))
     result: dict[str, Any] = {"arch_hash": h, "model_yaml": str(yaml_path), "data": data, "device": device}
-    if spec.weights:
-        result.update(_warm_start(model, spec.weights))
-    cost = measure_cost(model.model, h, latency_imgsz=latency_imgsz, device=torch_device(device))
+    try:
+        model = RTDETR(str(yaml_path))
+        if spec.weights:
+            result.update(_warm_start(model, spec.weights))
+        cost = measure_cost(model.model, h, latency_imgsz=latency_imgsz, device=torch_device(device))
+    except Exception as exc:  # a model that does not build or cannot be measured is a failed trial
+        raise TrialFailed(f"building and measuring the model failed: {type(exc).__name__}: {exc}") from exc
     result.update(cost)
     cost_metrics = {
         k: cost[k] for k in ("latency_ms", "latency_p90_ms", "latency_iqr_ms", "gflops", "n_params")

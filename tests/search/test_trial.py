@@ -1,0 +1,143 @@
+"""One trial end to end on CPU with the built-in data and a tiny budget: real Ultralytics training and validation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from ultralytics import RTDETR
+
+from search.materialize import materialize
+from search.space import load_space
+from search.trial import TrialFailed, TrialSpec, run_trial, with_classes
+
+TINY = ["--epochs", "2", "--imgsz", "64", "--batch", "8", "--fraction", "0.5"]
+KEYS = (
+    "arch_hash", "map50_95", "map50", "latency_ms", "latency_p90_ms", "latency_iqr_ms", "latency_device",
+    "latency_imgsz", "gflops", "n_params", "epochs_done", "train_s",
+)  # fmt: skip
+
+
+def trial_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "search.trial", *args], capture_output=True, text=True, timeout=900, cwd=cwd
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("trial")
+    done = trial_cli("--space", "modes", "--params", '{"stage3": "ori"}', "--budget", "cpu", *TINY, "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, "stdout holds exactly one JSON object"
+    return json.loads(lines[0]), out
+
+
+def test_trial_prints_every_key_with_sane_values(trained):
+    result, out = trained
+    assert set(KEYS) <= set(result)
+    assert result["status"] == "ok" and len(result["arch_hash"]) == 16
+    assert 0 <= result["map50_95"] <= result["map50"] <= 1
+    assert 0 < result["latency_ms"] <= result["latency_p90_ms"] and result["latency_iqr_ms"] >= 0
+    assert result["latency_imgsz"] == 64 and result["latency_device"].startswith("cpu")
+    assert result["gflops"] > 0 and result["n_params"] > 100_000
+    assert result["epochs_done"] == 2 and result["train_s"] > 0
+    assert json.loads((out / "trial.json").read_text()) == result
+    for key in ("results_csv", "weights", "last", "model_yaml"):
+        assert Path(result[key]).is_file(), key
+    with open(result["results_csv"]) as fh:
+        assert len(list(csv.DictReader(fh))) == 2  # one row per epoch, written by Ultralytics
+
+
+def test_map_comes_from_a_real_ultralytics_validation(trained):
+    result, out = trained
+    metrics = RTDETR(result["weights"]).val(
+        data=result["data"], imgsz=64, batch=16, device="cpu", plots=False, project=str(out), name="check"
+    )  # Ultralytics' trainer validates with twice the training batch
+    assert metrics.box.map == pytest.approx(result["map50_95"], abs=1e-6)
+    assert metrics.box.map50 == pytest.approx(result["map50"], abs=1e-6)
+
+
+def test_the_trial_trains_the_deploy_form_it_costs(trained):
+    result, _ = trained
+    model_yaml = yaml.safe_load(Path(result["model_yaml"]).read_text())
+    assert model_yaml["nc"] == 3  # the model is built for the dataset's classes
+    assert model_yaml["backbone"][5][2] == "GhostModuleV3"
+
+
+def test_reports_carry_every_objective_each_epoch_and_warm_start_counts(trained, tmp_path):
+    result, _ = trained
+    space = load_space("modes")
+    model_yaml, _ = materialize(space, {"stage3": "gate"}, budget=space.budgets["cpu"])
+    reports = []
+    spec = TrialSpec(
+        model_yaml=model_yaml, out=tmp_path, epochs=1, imgsz=64, batch=8, fraction=0.25, weights=result["last"]
+    )
+    got = run_trial(spec, report=lambda metrics, last: reports.append((metrics, last)))
+    assert len(reports) == 1
+    metrics, last = reports[0]
+    for key in ("map50_95", "map50", "latency_ms", "gflops", "n_params"):
+        assert key in metrics
+    assert metrics["epoch"] == 1 and last is not None and last.name == "last.pt"
+    # ori and gate share every tensor but the gate's shortcut branch, which starts fresh
+    assert got["warm_start_loaded"] > 0 and got["warm_start_new"] > 0 and got["warm_start_skipped"] == 0
+
+
+def test_a_trial_whose_loss_turns_nan_fails_without_a_metric(tmp_path):
+    space = load_space("modes")
+    model_yaml = with_classes(materialize(space, {"stage3": "keep"}, budget=space.budgets["cpu"])[0], 3)
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(model_yaml))
+    poisoned = RTDETR(str(tmp_path / "m.yaml"))
+    with torch.no_grad():
+        poisoned.model.model[0].stem1.conv.weight.fill_(float("nan"))  # a corrupted checkpoint
+    poisoned.save(str(tmp_path / "nan.pt"))
+    spec = TrialSpec(
+        model_yaml=model_yaml, out=tmp_path / "t", epochs=2, imgsz=64, batch=8, fraction=0.25,
+        weights=str(tmp_path / "nan.pt"),
+    )  # fmt: skip
+    with pytest.raises(TrialFailed, match="diverged"):
+        run_trial(spec)
+    assert not (tmp_path / "t" / "trial.json").exists()
+
+
+def test_a_trial_that_raises_fails_clearly_on_the_command_line(tmp_path):
+    bad_yaml = tmp_path / "bad.yaml"
+    d = load_space("modes").base_yaml
+    d = {**d, "backbone": [*d["backbone"][:5], [-1, 1, "GhostModuleV3", [512, 4]], *d["backbone"][6:]]}  # even k
+    bad_yaml.write_text(yaml.safe_dump(d))
+    done = trial_cli("--model-yaml", str(bad_yaml), *TINY, "--out", str(tmp_path / "o"))
+    assert done.returncode == 1
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["status"] == "failed" and "k" in result["error"]
+    assert "map50_95" not in result
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ("missing.yaml", "does not exist"),
+        ("notyaml.yaml", "YAML"),
+        ("noval.yaml", "'val'"),
+    ],
+)
+def test_a_missing_or_malformed_dataset_exits_2_before_training(tmp_path, data, needle):
+    (tmp_path / "notyaml.yaml").write_text("train: [unclosed\n")
+    (tmp_path / "noval.yaml").write_text(yaml.safe_dump({"path": str(tmp_path), "train": "images", "names": ["a"]}))
+    done = trial_cli("--space", "modes", "--data", str(tmp_path / data), *TINY, "--out", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert needle in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_flags_exit_2(tmp_path):
+    assert trial_cli("--space", "modes", "--params", "{not json").returncode == 2
+    assert trial_cli("--space", "modes", "--params", '{"stage3": "nope"}').returncode == 2
+    assert trial_cli("--space", "modes", "--epochs", "0").returncode == 2
+    assert trial_cli("--model-yaml", str(tmp_path / "none.yaml")).returncode == 2
