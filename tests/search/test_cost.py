@@ -66,7 +66,9 @@ def test_two_processes_never_time_each_other(tmp_path):
     import os
 
     procs = [
-        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
+        subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env={**os.environ, **env}
+        )
         for _ in range(2)
     ]
     windows = sorted(json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs)

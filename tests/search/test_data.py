@@ -63,8 +63,10 @@ def test_boxes_are_exact_tight_boxes(shapes: Path, index: int) -> None:
     png = cv2.imread(str(shapes.parent / "images" / "train" / f"train_{index:05d}.png"))
     img, objects = sd._render(3, "train", index, s)
     assert np.array_equal(png, img)
-    rows = [list(map(float, line.split())) for line in
-            (shapes.parent / "labels" / "train" / f"train_{index:05d}.txt").read_text().splitlines()]
+    rows = [
+        list(map(float, line.split()))
+        for line in (shapes.parent / "labels" / "train" / f"train_{index:05d}.txt").read_text().splitlines()
+    ]
     assert len(rows) == len(objects)
     for (cls, x, y, w, h), obj in zip(rows, objects, strict=True):
         assert int(cls) == obj["cls"]
@@ -223,8 +225,17 @@ def test_valid_user_data(user_data: Path) -> None:
 
 def test_absolute_path_key_and_dict_names(user_data: Path, tmp_path: Path) -> None:
     moved = tmp_path / "elsewhere.yaml"
-    moved.write_text(yaml.safe_dump({"path": str(user_data.parent), "train": "images/train",
-                                     "val": "images/val", "names": {0: "cat", 1: "dog"}, "nc": 2}))
+    moved.write_text(
+        yaml.safe_dump(
+            {
+                "path": str(user_data.parent),
+                "train": "images/train",
+                "val": "images/val",
+                "names": {0: "cat", 1: "dog"},
+                "nc": 2,
+            }
+        )
+    )
     assert check_dataset(moved, {0: "cat", 1: "dog"})["val"] == str(user_data.parent / "images" / "val")
 
 
@@ -234,8 +245,9 @@ def test_relative_path_key_uses_cwd(user_data: Path, tmp_path: Path, monkeypatch
     assert check_dataset(user_data)["path"] == str(user_data.parent.resolve())
 
 
-def test_relative_path_key_is_not_relative_to_yaml(user_data: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_path_key_is_not_relative_to_yaml(
+    user_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # '../ds' exists beside the yaml, but Ultralytics looks from the cwd or in its datasets dir.
     (tmp_path / "a" / "b").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "a" / "b")

@@ -77,9 +77,7 @@ def point_sets(draw, min_size: int = 0, max_size: int = 25):
     m = draw(st.sampled_from([2, 3]))
     directions = draw(st.lists(st.sampled_from(["maximize", "minimize"]), min_size=m, max_size=m))
     coord = st.integers(0, GRID - 1)
-    points = draw(
-        st.lists(st.lists(coord, min_size=m, max_size=m), min_size=min_size, max_size=max_size)
-    )
+    points = draw(st.lists(st.lists(coord, min_size=m, max_size=m), min_size=min_size, max_size=max_size))
     if points and draw(st.booleans()):  # force some exact duplicates
         points = points + draw(st.lists(st.sampled_from(points), max_size=5))
     return points, directions
@@ -90,8 +88,7 @@ def hv_cases(draw, max_size: int = 12):
     points, directions = draw(point_sets(max_size=max_size))
     # reference inside or just outside the grid so some points are not strictly better
     reference = [
-        draw(st.integers(1, GRID)) if d == "minimize" else draw(st.integers(-1, GRID - 2))
-        for d in directions
+        draw(st.integers(1, GRID)) if d == "minimize" else draw(st.integers(-1, GRID - 2)) for d in directions
     ]
     return points, directions, reference
 
@@ -206,11 +203,7 @@ def test_hypervolume_monotone_and_duplicate_invariant(case, data):
 
 
 @settings(max_examples=50, deadline=None)
-@given(
-    st.lists(
-        st.tuples(st.floats(0, 1), st.floats(1, 100), st.floats(1, 50)), min_size=1, max_size=30
-    )
-)
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(1, 100), st.floats(1, 50)), min_size=1, max_size=30))
 def test_default_reference_bounds_every_point(points):
     d = ["maximize", "minimize", "minimize"]
     ref = default_reference(points, d)

@@ -33,7 +33,9 @@ def trial_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("trial")
-    done = trial_cli("--space", "modes", "--params", '{"stage3": "ori"}', "--budget", "cpu", *TINY, "--out", str(out))
+    done = trial_cli(
+        "--space", "modes", "--params", '{"stage3": "ori"}', "--budget", "cpu", *TINY, "--out", str(out)
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1, "stdout holds exactly one JSON object"
@@ -78,7 +80,13 @@ def test_reports_carry_every_objective_each_epoch_and_warm_start_counts(trained,
     model_yaml, _ = materialize(space, {"stage3": "gate"}, budget=space.budgets["cpu"])
     reports = []
     spec = TrialSpec(
-        model_yaml=model_yaml, out=tmp_path, epochs=1, imgsz=64, batch=8, fraction=0.25, weights=result["last"]
+        model_yaml=model_yaml,
+        out=tmp_path,
+        epochs=1,
+        imgsz=64,
+        batch=8,
+        fraction=0.25,
+        weights=result["last"],
     )
     got = run_trial(spec, report=lambda metrics, last: reports.append((metrics, last)))
     assert len(reports) == 1
@@ -110,7 +118,10 @@ def test_a_trial_whose_loss_turns_nan_fails_without_a_metric(tmp_path):
 def test_a_trial_that_raises_fails_clearly_on_the_command_line(tmp_path):
     bad_yaml = tmp_path / "bad.yaml"
     d = load_space("modes").base_yaml
-    d = {**d, "backbone": [*d["backbone"][:5], [-1, 1, "GhostModuleV3", [512, 4]], *d["backbone"][6:]]}  # even k
+    d = {
+        **d,
+        "backbone": [*d["backbone"][:5], [-1, 1, "GhostModuleV3", [512, 4]], *d["backbone"][6:]],
+    }  # even k
     bad_yaml.write_text(yaml.safe_dump(d))
     done = trial_cli("--model-yaml", str(bad_yaml), *TINY, "--out", str(tmp_path / "o"))
     assert done.returncode == 1
@@ -129,7 +140,9 @@ def test_a_trial_that_raises_fails_clearly_on_the_command_line(tmp_path):
 )
 def test_a_missing_or_malformed_dataset_exits_2_before_training(tmp_path, data, needle):
     (tmp_path / "notyaml.yaml").write_text("train: [unclosed\n")
-    (tmp_path / "noval.yaml").write_text(yaml.safe_dump({"path": str(tmp_path), "train": "images", "names": ["a"]}))
+    (tmp_path / "noval.yaml").write_text(
+        yaml.safe_dump({"path": str(tmp_path), "train": "images", "names": ["a"]})
+    )
     done = trial_cli("--space", "modes", "--data", str(tmp_path / data), *TINY, "--out", str(tmp_path / "o"))
     assert done.returncode == 2
     assert needle in done.stderr and "Traceback" not in done.stderr
