@@ -142,12 +142,18 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         trial_id,
         params={**params, "arch_hash": arch, "budget": ctx.budget},
         tags={"arch_hash": arch, "budget": ctx.budget, "mlflow.runName": f"{trial_id} {short}"[:250]},
+        reopen=False,
     )
-    previous = tracker.client.get_run(run_id).data.tags
-    if previous.get("trial.status") in (FAILED, INFEASIBLE):  # a retry after our own error: same answer
-        raise TrialFailed(
-            f"trial already recorded as {previous['trial.status']}: {previous.get('error', '')}"
-        )
+    previous = tracker.client.get_run(run_id)
+    status = previous.data.tags.get("trial.status")
+    if status in (FAILED, INFEASIBLE):  # Ray retried the trial after our own error: same answer
+        raise TrialFailed(f"trial already recorded as {status}: {previous.data.tags.get('error', '')}")
+    if status == OK and previous.info.status == "FINISHED":  # finished before the driver died: keep it
+        final = {k: previous.data.metrics[k] for k in REPORT_KEYS if k in previous.data.metrics}
+        tune.report({**final, "final": 1, "arch_hash": arch, "recorded": 1})
+        return
+    if previous.info.status != "RUNNING":
+        tracker.client.update_run(run_id, status="RUNNING")
 
     # No architecture is trained twice: claim it, and if an earlier run holds it, reuse that run's result.
     tracker.set_tags(run_id, {"trial.status": TRAINING, "gpu_ids": ",".join(gpu_ids) or "none"})

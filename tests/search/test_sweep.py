@@ -1,0 +1,169 @@
+"""Real sweeps: Ray Tune + Optuna + an MLflow store in a temp dir, the built-in data, a tiny budget."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from search.frontier import pareto_front
+
+TINY = ["--epochs", "1", "--imgsz", "64", "--batch", "8", "--fraction", "0.25"]
+METRICS = ("map50_95", "map50", "latency_ms", "gflops", "n_params")
+
+FAIL_SPACE = """
+name: fail
+description: one site whose 'broken' choice builds a model that cannot be measured
+base: rtdetr-l
+objectives:
+  - {metric: map50_95, direction: maximize}
+  - {metric: latency_ms, direction: minimize}
+  - {metric: gflops, direction: minimize}
+budgets:
+  cpu: {epochs: 1, imgsz: 64, batch: 8, fraction: 0.25, width: 0.25, depth: 0.34, hidden_dim: 64, queries: 100}
+  full: {epochs: 1, imgsz: 64, batch: 8}
+sites:
+  lateral:
+    layer: 12
+    choices:
+      keep: keep
+      ori: {op: replace, block: GhostModuleV3, mode: ori}
+      broken: {op: replace, block: GhostModuleV3, mode: ori, args: [256, 3, 2]}  # stride 2 breaks the FPN
+"""
+
+
+def sweep(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "search.run", "--storage-path", str(tmp / "ray"), "--tracking-uri", uri(tmp), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+
+
+def uri(tmp: Path) -> str:
+    return f"sqlite:///{tmp / 'mlflow.db'}"
+
+
+def runs(tmp: Path) -> tuple[mlflow.entities.Run, list[mlflow.entities.Run], mlflow.MlflowClient]:
+    client = mlflow.MlflowClient(tracking_uri=uri(tmp))
+    exp = client.get_experiment_by_name("rtdetr-ghost-search")
+    everything = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in everything if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, "one parent run per sweep"
+    children = [r for r in everything if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == len(everything) - 1
+    return parents[0], children, client
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grid")
+    done = sweep(tmp, "--space", "modes", "--sampler", "grid", "--name", "ablation", *TINY)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return tmp, done
+
+
+def test_grid_sweep_records_one_parent_and_a_child_per_trial(grid_sweep):
+    tmp, done = grid_sweep
+    parent, children, client = runs(tmp)
+    assert parent.info.status == "FINISHED"
+    for key in ("space", "sampler", "seed", "budget", "base"):
+        assert key in parent.data.params
+    assert parent.data.params["sampler"] == "grid"
+    assert len(parent.data.tags["mlflow.source.git.commit"]) == 40  # the tests run inside the repo's checkout
+    assert len(children) == 3
+    assert sorted(c.data.params["stage3"] for c in children) == ["gate", "keep", "ori"]  # the whole ablation table
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["trial.status"] == "ok"
+        assert len(child.data.tags["arch_hash"]) == 16
+        for key in METRICS:
+            assert key in child.data.metrics, key
+        assert 0 <= child.data.metrics["map50_95"] <= 1 and child.data.metrics["latency_ms"] > 0
+        # the per-epoch curves under valid MLflow names (Ultralytics' keys hold parentheses)
+        assert "metrics/mAP50-95_B" in child.data.metrics and "train/giou_loss" in child.data.metrics
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"model.yaml", "results.csv", "trial.json"} <= artifacts
+
+
+def test_frontier_is_tagged_and_attached_to_the_parent(grid_sweep):
+    tmp, done = grid_sweep
+    parent, children, client = runs(tmp)
+    points = [[c.data.metrics[m] for m in ("map50_95", "latency_ms", "gflops")] for c in children]
+    expected = {children[i].info.run_id for i in pareto_front(points, ["maximize", "minimize", "minimize"])}
+    tagged = {c.info.run_id for c in children if c.data.tags.get("pareto") == "true"}
+    assert tagged == expected and tagged
+    assert all(c.data.tags.get("pareto") in ("true", "false") for c in children)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto.csv", "frontier.png", "frontier.html"} <= artifacts
+    csv_text = Path(client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp))).read_text()
+    assert len(csv_text.strip().splitlines()) == 1 + len(expected)
+    history = client.get_metric_history(parent.info.run_id, "hypervolume")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert all(a.value <= b.value for a, b in zip(history, history[1:], strict=False))  # never decreases
+    # the terminal shows progress lines and the frontier table, not Ray's status table
+    assert "[sweep] frontier of ablation" in done.stdout and "pending" in done.stdout
+    assert "Trial status:" not in done.stdout
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on_without_training_an_architecture_twice(tmp_path):
+    space = tmp_path / "fail.yaml"
+    space.write_text(FAIL_SPACE)
+    done = sweep(tmp_path, "--space", str(space), "--sampler", "random", "--samples", "6", "--seed", "3", *TINY)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    parent, children, client = runs(tmp_path)
+    assert len(children) == 6 and parent.info.status == "FINISHED"
+    assert not [c for c in children if c.info.status == "RUNNING"]
+    failed = [c for c in children if c.data.params["lateral"] == "broken"]
+    assert failed, "the seeded sampler proposes the broken point"
+    for c in failed:
+        assert c.info.status == "FAILED" and c.data.tags["trial.status"] == "failed"
+        assert "FLOPs" in c.data.tags["error"]
+    good = [c for c in children if c.data.params["lateral"] != "broken"]
+    trained = [c for c in good if "reused_from" not in c.data.tags]
+    reused = [c for c in good if "reused_from" in c.data.tags]
+    hashes = [c.data.tags["arch_hash"] for c in trained]
+    assert len(hashes) == len(set(hashes)), "no architecture is trained twice"
+    assert reused, "6 samples of 3 points repeat an architecture"
+    by_id = {c.info.run_id: c for c in trained}
+    for c in reused:
+        original = by_id[c.data.tags["reused_from"]]
+        assert original.data.tags["arch_hash"] == c.data.tags["arch_hash"]
+        assert c.data.metrics["map50_95"] == original.data.metrics["map50_95"]
+        assert c.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--space", "nope"], "nope"),
+        (["--space", "modes", "--samples", "0"], "--samples"),
+        (["--space", "modes", "--sampler", "grid", "--samples", "5"], "grid"),
+        (["--space", "modes", "--data", "/nonexistent/data.yaml"], "does not exist"),
+        (["--space", "modes", "--tracking-uri", "http://127.0.0.1:9"], "unreachable"),
+        (["--space", "modes", "--resume"], "--name"),
+        (["--space", "modes", "--resume", "--name", "never"], "no sweep named"),
+    ],
+)
+def test_bad_input_exits_2_before_anything_is_written(tmp_path, args, needle):
+    cmd = [sys.executable, "-m", "search.run", "--storage-path", str(tmp_path / "ray"), *args]
+    if "--tracking-uri" not in args:
+        cmd += ["--tracking-uri", uri(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert needle in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "ray").exists()
+    if (tmp_path / "mlflow.db").exists():
+        client = mlflow.MlflowClient(tracking_uri=uri(tmp_path))
+        assert not client.search_experiments() or not client.search_runs(
+            [e.experiment_id for e in client.search_experiments()]
+        )
+
+
+def test_an_existing_sweep_is_never_overwritten(grid_sweep):
+    tmp, _ = grid_sweep
+    done = sweep(tmp, "--space", "modes", "--name", "ablation", *TINY)
+    assert done.returncode == 2 and "already exists" in done.stderr and "--resume" in done.stderr
+    parent, children, _ = runs(tmp)
+    assert len(children) == 3
