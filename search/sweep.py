@@ -24,7 +24,14 @@ from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
 from . import ultra  # noqa: F401  (must precede any ultralytics import)
-from .frontier import Objective, format_table, frontier_table, hypervolume, plot_frontier
+from .frontier import (
+    Objective,
+    default_reference,
+    format_table,
+    frontier_table,
+    hypervolume,
+    plot_frontier,
+)
 from .space import Budget, Space, load_space
 from .tracking import SweepTracker
 
@@ -123,7 +130,7 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
     from ray import tune
 
     from .materialize import arch_hash, materialize
-    from .trial import TrialFailed, TrialSpec, prepare_data, run_trial, with_classes
+    from .trial import TrialFailed, TrialSpec, epochs_in, prepare_data, run_trial, with_classes
 
     ultra.setup()
     trial_id = tune.get_context().get_trial_id()
@@ -187,10 +194,13 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
                 resume_from = out / "resume" / "last.pt"
                 resume_from.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(last, resume_from)
-                tracker.set_tags(run_id, {"resumed_from_epoch": "checkpoint"})
+                tracker.set_tags(run_id, {"resumed_from_epoch": str(epochs_in(resume_from))})
 
     def report(metrics: dict, last_pt: Path | None) -> None:
-        tracker.log_metrics(run_id, metrics, step=int(metrics["epoch"]))
+        # The curves; the objectives are logged once, at the end, from the final validation of best.pt
+        # (MLflow shows a metric's value at its highest step, so per-epoch values would shadow it).
+        curves = {k: v for k, v in metrics.items() if k not in REPORT_KEYS and not k.startswith("latency")}
+        tracker.log_metrics(run_id, curves, step=int(metrics["epoch"]))
         extra = {"final": 0, "arch_hash": arch, "gpu_ids": ",".join(gpu_ids)}
         if last_pt is None:
             tune.report({**metrics, **extra})
@@ -329,10 +339,30 @@ def trial_rows(tracker: SweepTracker, parent_id: str, space: Space) -> list[dict
     return rows
 
 
-def finalize(tracker: SweepTracker, parent_id: str, space: Space, out_dir: Path) -> list[dict]:
-    """Tag the frontier, attach its table and plots to the parent run, log hypervolume per trial."""
+def hand_placement_hash(space: Space, budget: Budget, nc: int) -> str | None:
+    """Architecture hash of the placement users copy by hand (the ``modes`` space's ``ori`` point),
+    under this budget and class count, when the space shares its base model; else None."""
+    from .materialize import arch_hash, materialize
+    from .trial import with_classes
+
+    modes = load_space("modes")
+    if modes.base != space.base:
+        return None
+    return arch_hash(with_classes(materialize(modes, {"stage3": "ori"}, budget=budget)[0], nc))
+
+
+def finalize(
+    tracker: SweepTracker, parent_id: str, space: Space, budget: Budget, nc: int, out_dir: Path
+) -> list[dict]:
+    """Tag the frontier; attach its table, plots and the sweep report to the parent; log hypervolume."""
+    from .report import sweep_report, write_report
+
     objectives = [Objective(o.metric, o.direction) for o in space.objectives]
-    rows = trial_rows(tracker, parent_id, space)
+    hand = hand_placement_hash(space, budget, nc)
+    rows = [
+        {**r, "label": "hand" if r["arch_hash"] == hand else r["label"]}
+        for r in trial_rows(tracker, parent_id, space)
+    ]
     front = frontier_table(rows, objectives)
     on_front = {r["arch_hash"] for r in front}
     for run in tracker.children(parent_id):
@@ -347,29 +377,29 @@ def finalize(tracker: SweepTracker, parent_id: str, space: Space, out_dir: Path)
         writer.writeheader()
         for r in front:
             writer.writerow({**r, "params": " ".join(f"{k}={v}" for k, v in r["params"].items())})
-    tracker.log_artifact(parent_id, str(out_dir / "pareto.csv"))
+    artifacts = [out_dir / "pareto.csv"]
     if rows:
         plot_frontier(
             rows,
             objectives,
             out_dir / "frontier.png",
             out_dir / "frontier.html",
-            highlight={"base": "unmodified base"},
+            highlight={"base": "unmodified base", "hand": "hand placement (layer 5 GhostModuleV3)"},
             title=f"{space.name}: {len(rows)} trials, {len(front)} on the frontier",
         )
-        tracker.log_artifact(parent_id, str(out_dir / "frontier.png"))
-        tracker.log_artifact(parent_id, str(out_dir / "frontier.html"))
+        artifacts += [out_dir / "frontier.png", out_dir / "frontier.html"]
         directions = [o.direction for o in objectives]
         points = [[r[o.metric] for o in objectives] for r in rows]
-        from .frontier import default_reference
-
         reference = default_reference(points, directions)
         logged = {m.step for m in tracker.client.get_metric_history(parent_id, "hypervolume")}
         for i in range(1, len(points) + 1):
-            if i not in logged:
+            if i not in logged:  # a resumed sweep that already logged some steps does not log them twice
                 tracker.log_metrics(
                     parent_id, {"hypervolume": hypervolume(points[:i], directions, reference)}, step=i
                 )
+    artifacts.append(write_report(out_dir / "report.html", sweep_report(space, budget, rows)))
+    for path in artifacts:
+        tracker.log_artifact(parent_id, str(path))
     tracker.set_tags(parent_id, {"frontier.size": str(len(front)), "trials.finished": str(len(rows))})
     return front
 
@@ -555,7 +585,14 @@ def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> list[d
         f"sampler {config.sampler}, budget {config.budget} | {where}"
     )
     tuner.fit()
-    front = finalize(tracker, parent_id, space, path / "report")
+    pause = float(os.environ.get("RTDETR_SEARCH_PAUSE_BEFORE_FRONTIER", "0"))
+    if pause:  # fault-injection window for tests: the driver dies after the trials, before the frontier
+        say(f"[sweep] trials done; writing the frontier in {pause:g} s")
+        time.sleep(pause)
+    from .trial import prepare_data
+
+    nc = len(prepare_data(config.data)[1])
+    front = finalize(tracker, parent_id, space, budget, nc, path / "report")
     tracker.close_dangling(parent_id)
     tracker.finish(parent_id)
     say(f"[sweep] frontier of {config.name} ({len(front)} trials):\n{frontier_text(front, space)}")

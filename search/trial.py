@@ -111,7 +111,7 @@ def _warm_start(model, weights: str) -> dict[str, int]:
     return counts
 
 
-def _epochs_in(checkpoint: Path) -> int:
+def epochs_in(checkpoint: Path) -> int:
     """Epochs an Ultralytics training checkpoint has completed."""
     import torch
 
@@ -240,7 +240,7 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
         **spec.train_args,
     }
     train_start = time.perf_counter()
-    done = _epochs_in(resume_from) if resume_from is not None else 0
+    done = epochs_in(resume_from) if resume_from is not None else 0
     if done >= spec.epochs:  # interrupted after its last epoch, before the final validation
         state["epochs_done"] = done
         state["final"] = _validate(resume_from, train_args)

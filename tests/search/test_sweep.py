@@ -95,7 +95,11 @@ def test_frontier_is_tagged_and_attached_to_the_parent(grid_sweep):
     assert tagged == expected and tagged
     assert all(c.data.tags.get("pareto") in ("true", "false") for c in children)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"pareto.csv", "frontier.png", "frontier.html"} <= artifacts
+    assert {"pareto.csv", "frontier.png", "frontier.html", "report.html"} <= artifacts
+    report = Path(client.download_artifacts(parent.info.run_id, "report.html", str(tmp))).read_text()
+    assert "hand" in report and "base" in report  # the modes space holds both marked points
+    for child in children:  # the objectives are the final validation's, logged once
+        assert len(client.get_metric_history(child.info.run_id, "map50_95")) == 1
     csv_text = Path(client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp))).read_text()
     assert len(csv_text.strip().splitlines()) == 1 + len(expected)
     history = client.get_metric_history(parent.info.run_id, "hypervolume")

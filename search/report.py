@@ -1,0 +1,378 @@
+"""One self-contained HTML report of a sweep: space, budget, frontier, hypervolume, per-site effects.
+
+:func:`sweep_report` is a pure function of its inputs; :func:`write_report` writes its result. The page
+uses inline CSS and inline SVG only (no scripts, fonts or URLs), so it opens offline and can be
+attached to an MLflow run as is. The scatter panels are drawn by :mod:`search.frontier`'s helpers.
+
+Markers: rows carry ``label`` in ``{"base", "hand", ""}``. ``"base"`` is the unmodified base model
+(every site keeps; :func:`search.sweep.trial_rows` sets it) and ``"hand"`` the hand-made placement,
+i.e. rtdetr-l with backbone layer 5 replaced by ``[-1, 2, GhostModuleV3, [512, 3]]`` (the ``modes``
+space's ``stage3: ori`` point). A caller that knows the hand placement's ``arch_hash`` may pass
+``hand_placement={arch_hash: caption}`` instead of labelling rows: rows with that hash are marked
+``"hand"`` in the report (on copies; the input rows are left unchanged).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import math
+import numbers
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .frontier import (
+    _CSS,
+    _SVG_HIGHLIGHT_COLORS,
+    Objective,
+    _build_panels,
+    _fmt,
+    _scale,
+    _svg_panel,
+    default_reference,
+    frontier_table,
+    hypervolume,
+)
+from .space import Budget, Choice, Site, Space
+
+__all__ = ["HAND_TEXT", "SECTIONS", "sweep_report", "write_report"]
+
+SECTIONS = (
+    "Search space",
+    "Budget",
+    "Frontier",
+    "Hypervolume over trials",
+    "Per-site effects",
+    "All trials",
+)
+BASE_TEXT = "unmodified base"
+HAND_TEXT = "hand-made placement (layer 5 = 2x GhostModuleV3 [512, 3])"
+# The metrics of the effect tables and the x axes of the plot, with their usual directions.
+_EFFECT_METRICS = (("map50_95", "maximize"), ("latency_ms", "minimize"), ("gflops", "minimize"))
+_REPORT_METRICS = ("map50_95", "map50", "latency_ms", "gflops", "n_params")
+
+_REPORT_CSS = """
+h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+td.txt, th.txt { text-align: left; }
+td.best { font-weight: bold; background: #fff1a8; }
+.note { color: #555; font-size: 13px; }
+.hvline { fill: none; stroke: #1f77b4; stroke-width: 1.5; }
+.hvpt { fill: #1f77b4; }
+details { margin-top: 1em; }
+"""
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _num(v: Any) -> float:
+    """``v`` as a float; NaN when it is missing, boolean or not a number."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        return math.nan
+    return float(v)
+
+
+def _td(value: Any, *, best: bool = False) -> str:
+    """One table cell: numbers right-aligned with their full value in ``data-value``."""
+    text = html.escape(_fmt(value))
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        cls = ' class="best"' if best else ""
+        return f'<td{cls} data-value="{float(value)!r}">{text}</td>'
+    return f'<td class="txt">{text}</td>'
+
+
+def _table(columns: Sequence[str], body: Sequence[str], attrs: str = "") -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    return f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _kv_table(items: Sequence[tuple[str, Any]], attrs: str = "") -> str:
+    body = [f'<tr><th class="txt">{html.escape(k)}</th>{_td(v)}</tr>' for k, v in items]
+    return f"<table{attrs}><tbody>{''.join(body)}</tbody></table>"
+
+
+def _choices_text(row: Mapping[str, Any]) -> str:
+    params = row.get("params") or {}
+    return " ".join(f"{k}={v}" for k, v in params.items() if v != "keep") or "(base)"
+
+
+def _objectives(space: Space) -> list[Objective]:
+    return [Objective(o.metric, o.direction) for o in space.objectives]
+
+
+def _direction(space: Space, metric: str, default: str) -> str:
+    return next((o.direction for o in space.objectives if o.metric == metric), default)
+
+
+def _labelled(rows: list[dict], hand_placement: Mapping[str, str] | None) -> list[dict]:
+    """Shallow copies of ``rows`` with ``label`` set to ``"hand"`` where ``hand_placement`` names the hash."""
+    hand = hand_placement or {}
+    return [{**r, "label": "hand" if r.get("arch_hash") in hand else (r.get("label") or "")} for r in rows]
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _layer_type(space: Space, site: Site) -> str:
+    try:
+        layers = space.base_yaml["backbone"] + space.base_yaml["head"]
+        return str(layers[site.layer][2])
+    except (KeyError, IndexError, TypeError):
+        return ""
+
+
+def _choice_text(choice: Choice) -> str:
+    if choice.op == "keep":
+        return f"{choice.name}: keep"
+    text = f"{choice.name}: {choice.op} {choice.block} ({choice.mode})"
+    if choice.args is not None:
+        text += f" args {list(choice.args)}"
+    if choice.repeats is not None:
+        text += f" x{choice.repeats}"
+    return text
+
+
+def _space_section(space: Space) -> str:
+    info = _kv_table(
+        [
+            ("name", space.name),
+            ("description", space.description),
+            ("base model", space.base),
+            ("objectives", ", ".join(f"{o.metric} ({o.direction})" for o in space.objectives)),
+            ("constraints", ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(space.constraints).items())),
+            ("sites", len(space.sites)),
+            ("size (points)", space.size),
+        ],
+        ' id="space"',
+    )
+    body = [
+        "<tr>"
+        + _td(s.name)
+        + _td(s.layer)
+        + _td(_layer_type(space, s))
+        + _td("; ".join(_choice_text(c) for c in s.choices))
+        + "</tr>"
+        for s in space.sites
+    ]
+    sites = _table(["site", "layer", "base layer", "choices"], body, ' id="sites"')
+    return f"<h2>Search space</h2>\n{info}\n{sites}"
+
+
+def _budget_section(budget: Budget) -> str:
+    items = [(f.name, getattr(budget, f.name)) for f in dataclasses.fields(budget)]
+    items.append(("is_proxy", str(budget.is_proxy)))
+    return "<h2>Budget</h2>\n" + _kv_table(items, ' id="budget"')
+
+
+def _rows_table(rows: list[dict], objectives: list[Objective], attrs: str) -> str:
+    metrics = [o.metric for o in objectives] + [
+        m for m in _REPORT_METRICS if m not in {o.metric for o in objectives}
+    ]
+    columns = ["trial_id", "label", *metrics, "choices", "arch_hash"]
+    body = [
+        "<tr>"
+        + "".join(_td(r.get(c)) for c in ("trial_id", "label"))
+        + "".join(_td(r.get(m)) for m in metrics)
+        + _td(_choices_text(r))
+        + _td(r.get("arch_hash"))
+        + "</tr>"
+        for r in rows
+    ]
+    return _table(columns, body, attrs)
+
+
+def _plot_objectives(space: Space) -> list[Objective]:
+    """mAP50-95 on the y axis against latency and GFLOPs, in the space's directions where it has them."""
+    return [Objective(m, _direction(space, m, d)) for m, d in _EFFECT_METRICS]
+
+
+def _frontier_section(space: Space, rows: list[dict], front: list[dict], hand_text: str) -> str:
+    objectives = _objectives(space)
+    parts = [
+        f"<h2>Frontier</h2>\n<p>{len(front)} of {len(rows)} finished trials are on the Pareto frontier "
+        f"of {html.escape(', '.join(o.metric for o in objectives))}.</p>"
+    ]
+    if not rows:
+        parts.append("<p>No trial finished: the frontier is empty.</p>")
+        return "\n".join(parts)
+    parts.append(_rows_table(front, objectives, ' id="frontier"'))
+    highlight = {"base": BASE_TEXT, "hand": hand_text}  # fixed order: fixed colours
+    panels = _build_panels(rows, _plot_objectives(space))
+    on_front = {id(r) for r in front}
+    for p in panels:  # ring the frontier over the space's own objectives, whatever is plotted
+        p.global_front = [pt for pt in p.points if id(pt[2]) in on_front]
+    marks = []
+    for k, (label, text) in enumerate(highlight.items()):
+        present = any(r.get("label") == label for r in rows)
+        color = _SVG_HIGHLIGHT_COLORS[k % len(_SVG_HIGHLIGHT_COLORS)]
+        state = "large marker" if present else "not among these trials"
+        marks.append(f'<span style="color:{color}">&#9679;</span> {html.escape(text)}: {state}.')
+    parts.append(
+        '<p class="note">Grey: all trials. Red: Pareto front of the plotted pair (step line). '
+        "Blue rings: the frontier in the table above. "
+        + " ".join(marks)
+        + " Hover a point for its details.</p>"
+    )
+    parts.append('<div class="panels">\n' + "\n".join(_svg_panel(p, highlight) for p in panels) + "\n</div>")
+    return "\n".join(parts)
+
+
+def _hypervolumes(space: Space, rows: list[dict]) -> tuple[list[float], list[float]] | str:
+    """HV of each prefix of ``rows`` with ``default_reference`` over all rows, or why there is none."""
+    directions = [o.direction for o in space.objectives]
+    points = [[_num(r.get(o.metric)) for o in space.objectives] for r in rows]
+    try:
+        reference = default_reference(points, directions)
+        return reference, [hypervolume(points[:i], directions, reference) for i in range(1, len(points) + 1)]
+    except ValueError as e:
+        return str(e)
+
+
+def _svg_line(values: list[float]) -> str:
+    w, h, ml, mr, mt, mb = 520, 240, 72, 16, 16, 44
+    sx, _, _ = _scale([1.0, float(len(values))], ml, w - mr)
+    sy, y0, y1 = _scale(values, h - mb, mt)
+    out = [f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img">']
+    out.append(f'<rect x="{ml}" y="{mt}" width="{w - ml - mr}" height="{h - mt - mb}" class="frame"/>')
+    step = max(1, math.ceil(len(values) / 8))
+    for i in range(1, len(values) + 1, step):
+        out.append(f'<text x="{sx(i):.1f}" y="{h - mb + 16}" class="tick mid">{i}</text>')
+    for k in range(4):
+        yv = y0 + (y1 - y0) * (k + 0.5) / 4
+        out.append(f'<text x="{ml - 6}" y="{sy(yv) + 4:.1f}" class="tick end">{yv:.4g}</text>')
+    out.append(f'<text x="{(ml + w - mr) / 2}" y="{h - 8}" text-anchor="middle">finished trials</text>')
+    out.append(
+        f'<text transform="translate(16 {(mt + h - mb) / 2}) rotate(-90)" text-anchor="middle">hypervolume</text>'
+    )
+    coords = " ".join(f"{sx(i):.1f},{sy(v):.1f}" for i, v in enumerate(values, 1))
+    out.append(f'<polyline points="{coords}" class="hvline"/>')
+    out.extend(
+        f'<circle cx="{sx(i):.1f}" cy="{sy(v):.1f}" r="3" class="hvpt"><title>{i}: {v:.6g}</title></circle>'
+        for i, v in enumerate(values, 1)
+    )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _hypervolume_section(space: Space, rows: list[dict]) -> str:
+    head = "<h2>Hypervolume over trials</h2>"
+    if not rows:
+        return f"{head}\n<p>No trial finished: no hypervolume.</p>"
+    result = _hypervolumes(space, rows)
+    if isinstance(result, str):
+        return f"{head}\n<p>No hypervolume: {html.escape(result)}.</p>"
+    reference, values = result
+    ref_text = ", ".join(f"{o.metric}={_fmt(v)}" for o, v in zip(space.objectives, reference, strict=True))
+    note = (
+        f'<p class="note">Hypervolume of the first i finished trials, in the order they finished, against the '
+        f"reference point {html.escape(ref_text)} (default_reference over all trials).</p>"
+    )
+    body = [
+        f"<tr>{_td(i)}{_td(r.get('trial_id'))}{_td(v)}</tr>"
+        for i, (r, v) in enumerate(zip(rows, values, strict=True), 1)
+    ]
+    table = _table(["i", "trial_id", "hypervolume"], body, ' id="hypervolume"')
+    return f"{head}\n{note}\n{_svg_line(values)}\n{table}"
+
+
+def _site_effects(space: Space, site: Site, rows: list[dict]) -> str:
+    metrics = [(m, _direction(space, m, d)) for m, d in _EFFECT_METRICS]
+    stats = []
+    for choice in site.choices:
+        made = [r for r in rows if (r.get("params") or {}).get(site.name) == choice.name]
+        means = []
+        for m, _ in metrics:
+            vals = [v for r in made if math.isfinite(v := _num(r.get(m)))]
+            means.append(sum(vals) / len(vals) if vals else None)
+        stats.append((choice.name, len(made), means))
+    best = []
+    for k, (_, direction) in enumerate(metrics):
+        vals = [s[2][k] for s in stats if s[2][k] is not None]
+        best.append((max if direction == "maximize" else min)(vals) if vals else None)
+    body = [
+        "<tr>"
+        + _td(name)
+        + _td(n)
+        + "".join(_td(v, best=v is not None and v == b) for v, b in zip(means, best, strict=True))
+        + "</tr>"
+        for name, n, means in stats
+    ]
+    columns = ["choice", "trials", *(f"mean {m}" for m, _ in metrics)]
+    caption = f"<h3>{html.escape(site.name)} (layer {site.layer})</h3>"
+    return caption + _table(columns, body, f' class="effects" data-site="{html.escape(site.name)}"')
+
+
+def _effects_section(space: Space, rows: list[dict]) -> str:
+    head = "<h2>Per-site effects</h2>"
+    if not rows:
+        return f"{head}\n<p>No trial finished: no effects to show.</p>"
+    note = (
+        '<p class="note">For each site and choice: the trials that made it, and the mean of each metric over '
+        "those of them with a finite value. The best mean of each column is highlighted.</p>"
+    )
+    return "\n".join([head, note, *(_site_effects(space, s, rows) for s in space.sites)])
+
+
+def _trials_section(space: Space, rows: list[dict]) -> str:
+    head = "<h2>All trials</h2>"
+    if not rows:
+        return f"{head}\n<p>No trial finished.</p>"
+    table = _rows_table(rows, _objectives(space), ' id="trials"')
+    return f"{head}\n<details><summary>{len(rows)} finished trials, in the order they finished</summary>\n{table}</details>"
+
+
+# --------------------------------------------------------------------------- API
+
+
+def sweep_report(
+    space: Space,
+    budget: Budget,
+    rows: list[dict],
+    *,
+    title: str = "",
+    hand_placement: dict[str, str] | None = None,
+) -> str:
+    """Return one self-contained HTML document reporting a sweep.
+
+    Args:
+        space: the sweep's space.
+        budget: the (resolved) budget its trials trained under.
+        rows: finished trials as :func:`search.sweep.trial_rows` builds them, in the order they finished.
+        title: page title (default: ``"<space name> sweep report"``).
+        hand_placement: ``arch_hash -> caption`` of the hand-made placement; rows with such a hash are
+            marked ``"hand"``, like rows whose ``label`` already is ``"hand"``.
+    """
+    rows = _labelled(list(rows), hand_placement)
+    front = frontier_table(rows, _objectives(space)) if rows else []
+    hand_text = "; ".join(dict.fromkeys((hand_placement or {}).values())) or HAND_TEXT
+    page_title = html.escape(title or f"{space.name} sweep report")
+    summary = (
+        f"<p>{len(rows)} finished trials of space {html.escape(space.name)} under budget "
+        f"{html.escape(budget.name)}; {len(front)} on the frontier.</p>"
+        if rows
+        else "<p><strong>No trial finished.</strong></p>"
+    )
+    sections = [
+        _space_section(space),
+        _budget_section(budget),
+        _frontier_section(space, rows, front, hand_text),
+        _hypervolume_section(space, rows),
+        _effects_section(space, rows),
+        _trials_section(space, rows),
+    ]
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{page_title}</title>'
+        f"<style>{_CSS}{_REPORT_CSS}</style></head><body>\n<h1>{page_title}</h1>\n{summary}\n"
+        + "\n".join(sections)
+        + "\n</body></html>\n"
+    )
+
+
+def write_report(path: str | os.PathLike[str], html: str) -> Path:
+    """Write the report ``html`` to ``path`` (creating its folder) and return the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    return out

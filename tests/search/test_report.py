@@ -1,0 +1,226 @@
+"""The sweep report: one offline HTML page whose numbers match the rows it was built from."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import shutil
+import subprocess
+from dataclasses import fields
+from html.parser import HTMLParser
+
+import pytest
+
+from search.frontier import Objective, _fmt, default_reference, frontier_table, hypervolume
+from search.report import BASE_TEXT, HAND_TEXT, SECTIONS, sweep_report, write_report
+from search.space import Budget, load_space
+
+EFFECT_METRICS = ("map50_95", "latency_ms", "gflops")
+
+
+class Tables(HTMLParser):
+    """Every <table>: its attributes and rows of (text, attributes) cells."""
+
+    def __init__(self, doc: str) -> None:
+        super().__init__()
+        self.tables: list[tuple[dict, list[list[tuple[str, dict]]]]] = []
+        self.cell: list | None = None
+        self.feed(doc)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append((dict(attrs), []))
+        elif tag == "tr" and self.tables:
+            self.tables[-1][1].append([])
+        elif tag == "td":
+            self.cell = ["", dict(attrs)]
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell[0] += data
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self.cell is not None:
+            self.tables[-1][1][-1].append(tuple(self.cell))
+            self.cell = None
+
+    def find(self, **attrs) -> list[list[tuple[str, dict]]]:
+        hits = [rows for a, rows in self.tables if all(a.get(k) == v for k, v in attrs.items())]
+        assert len(hits) == 1, attrs
+        return [r for r in hits[0] if r]  # body rows only
+
+
+def row(i: int, params: dict, *, m: float, lat: float, gf: float, label: str = "") -> dict:
+    return {
+        "trial_id": f"trial_{i:04d}",
+        "run_id": f"run{i}",
+        "arch_hash": f"{i:016x}",
+        "map50_95": m,
+        "map50": m + 0.1,
+        "latency_ms": lat,
+        "gflops": gf,
+        "n_params": 1000 + i,
+        "params": params,
+        "label": label,
+    }
+
+
+@pytest.fixture(scope="module")
+def placements():
+    space = load_space("placements")
+    rng = random.Random(0)
+    rows = [
+        row(0, dict.fromkeys((s.name for s in space.sites), "keep"), m=0.3, lat=20.0, gf=100.0, label="base")
+    ]
+    for i, params in enumerate(space.random_points(24, seed=1), 1):
+        rows.append(row(i, params, m=rng.uniform(0.1, 0.5), lat=rng.uniform(5, 30), gf=rng.uniform(50, 150)))
+    rows[5]["latency_ms"] = math.nan  # skipped by the latency means, kept in the others
+    rows[7]["gflops"] = None
+    return space, rows, sweep_report(space, space.budgets["cpu"], rows, title="placements <demo>")
+
+
+@pytest.fixture(scope="module")
+def modes():
+    space = load_space("modes")
+    rows = [
+        row(1, {"stage3": "keep"}, m=0.30, lat=20.0, gf=100.0, label="base"),
+        row(2, {"stage3": "ori"}, m=0.32, lat=18.0, gf=90.0),
+        row(3, {"stage3": "gate"}, m=0.28, lat=19.0, gf=95.0),
+    ]
+    return space, rows
+
+
+def assert_offline(doc: str) -> None:
+    assert "http://" not in doc and "https://" not in doc
+    assert re.search(r"<script[^>]*\bsrc\s*=", doc, re.I) is None
+    assert re.search(r"<link\b", doc, re.I) is None
+    assert re.search(r"(src|href)\s*=\s*[\"']?(?!data:|#)", doc, re.I) is None
+
+
+def test_self_contained_with_every_section(placements):
+    space, rows, doc = placements
+    assert doc.startswith("<!DOCTYPE html>") and doc.rstrip().endswith("</html>")
+    assert_offline(doc)
+    for heading in SECTIONS:
+        assert f"<h2>{heading}</h2>" in doc
+    assert "placements &lt;demo&gt;" in doc and "<demo>" not in doc
+    assert doc.count("<svg") == 3  # map vs latency, map vs GFLOPs, hypervolume
+    for s in space.sites:  # one effect table per site
+        assert f'data-site="{s.name}"' in doc
+    budget = Tables(doc).find(id="budget")  # every Budget field, then is_proxy
+    assert [c[0][0] for c in budget] == [
+        _fmt(getattr(space.budgets["cpu"], f.name)) for f in fields(Budget)
+    ] + ["True"]
+    assert len(Tables(doc).find(id="sites")) == len(space.sites)
+    assert "GhostModuleV3" in doc and str(space.size) in doc
+
+
+def test_frontier_rows_and_base_marker(placements):
+    space, rows, doc = placements
+    objectives = [Objective(o.metric, o.direction) for o in space.objectives]
+    front = frontier_table(rows, objectives)
+    shown = [cells[0][0] for cells in Tables(doc).find(id="frontier")]
+    assert shown == [r["trial_id"] for r in front]
+    assert BASE_TEXT in doc and "large marker" in doc
+    assert f"{HAND_TEXT}: not among these trials" in doc.replace("&#x27;", "'")
+
+
+def test_hand_marker_by_hash_or_label(modes):
+    space, rows = modes
+    budget = space.budgets["cpu"]
+    by_hash = sweep_report(space, budget, rows, hand_placement={rows[1]["arch_hash"]: "by hand <L5>"})
+    assert "by hand &lt;L5&gt;: large marker" in by_hash and BASE_TEXT in by_hash
+    assert rows[1]["label"] == ""  # the input rows are not changed
+    trials = Tables(by_hash).find(id="trials")
+    assert [c[1][0] for c in trials] == ["base", "hand", ""]
+    by_label = sweep_report(space, budget, [rows[0], {**rows[1], "label": "hand"}, rows[2]])
+    assert f"{HAND_TEXT}: large marker" in by_label
+    assert_offline(by_hash)
+
+
+def test_effects_are_the_means_of_the_rows(placements):
+    space, rows, doc = placements
+    tables = Tables(doc)
+    for site in space.sites:
+        cells = tables.find(**{"class": "effects", "data-site": site.name})
+        assert [c[0][0] for c in cells] == [c.name for c in site.choices]
+        for c in cells:
+            made = [r for r in rows if r["params"][site.name] == c[0][0]]
+            assert int(c[1][0]) == len(made)
+            for k, metric in enumerate(EFFECT_METRICS):
+                vals = [r[metric] for r in made if isinstance(r[metric], float) and math.isfinite(r[metric])]
+                text, attrs = c[2 + k]
+                if vals:
+                    assert float(attrs["data-value"]) == pytest.approx(sum(vals) / len(vals), rel=1e-12)
+                else:
+                    assert text == ""
+        for k, metric in enumerate(EFFECT_METRICS):  # best mean per column highlighted
+            values = [float(c[2 + k][1]["data-value"]) for c in cells if "data-value" in c[2 + k][1]]
+            best = max(values) if metric == "map50_95" else min(values)
+            marked = [float(c[2 + k][1]["data-value"]) for c in cells if c[2 + k][1].get("class") == "best"]
+            assert marked and all(v == best for v in marked)
+
+
+def test_hypervolume_matches_prefixes(placements):
+    space, rows, doc = placements
+    directions = [o.direction for o in space.objectives]
+    points = [
+        [r[o.metric] if isinstance(r[o.metric], float) else math.nan for o in space.objectives] for r in rows
+    ]
+    reference = default_reference(points, directions)
+    cells = Tables(doc).find(id="hypervolume")
+    assert [int(c[0][0]) for c in cells] == list(range(1, len(rows) + 1))
+    assert [c[1][0] for c in cells] == [r["trial_id"] for r in rows]
+    for i, c in enumerate(cells, 1):
+        expected = hypervolume(points[:i], directions, reference)
+        assert float(c[2][1]["data-value"]) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_empty_and_single_row(modes):
+    space, rows = modes
+    empty = sweep_report(space, space.budgets["full"], [])
+    assert "No trial finished" in empty and "<svg" not in empty
+    for heading in SECTIONS:
+        assert f"<h2>{heading}</h2>" in empty
+    assert_offline(empty)
+    one = sweep_report(space, space.budgets["cpu"], rows[1:2])
+    assert Tables(one).find(id="frontier")[0][0][0] == "trial_0002"
+    hv = Tables(one).find(id="hypervolume")
+    assert len(hv) == 1 and float(hv[0][2][1]["data-value"]) > 0
+    assert one.count("<svg") == 3
+
+
+def test_text_is_escaped(modes):
+    space, rows = modes
+    evil = [{**rows[0], "trial_id": "<script>alert(1)</script>", "arch_hash": "a&b"}]
+    doc = sweep_report(space, space.budgets["cpu"], evil, title="<i>t</i>")
+    assert "<script" not in doc and "<i>t</i>" not in doc
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in doc and "a&amp;b" in doc
+
+
+def test_write_report_and_screenshot(placements, tmp_path):
+    _, _, doc = placements
+    page = write_report(tmp_path / "out" / "report.html", doc)
+    assert page.read_text(encoding="utf-8") == doc
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no `chromium` on PATH: the headless render check needs it")
+    png = tmp_path / "report.png"
+    cmd = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={png}",
+        "--window-size=1200,2000",
+        page.resolve().as_uri(),
+    ]
+    subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 20_000  # a rendered page, not a blank one
