@@ -1,0 +1,116 @@
+"""Fault tests with real Ray, Optuna and MLflow: the driver dies with SIGKILL and --resume completes the sweep."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SAMPLES = 2
+TINY = ["--epochs", "2", "--imgsz", "64", "--batch", "8", "--fraction", "0.25"]
+
+
+def command(tmp: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "search.run", "--space", "modes", "--sampler", "grid", "--samples", str(SAMPLES),
+        "--name", "faulty", "--storage-path", str(tmp / "ray"), "--tracking-uri", uri(tmp), *TINY, *extra,
+    ]  # fmt: skip
+
+
+def uri(tmp: Path) -> str:
+    return f"sqlite:///{tmp / 'mlflow.db'}"
+
+
+def children(tmp: Path) -> list[mlflow.entities.Run]:
+    log = tmp / "first.log"
+    if log.exists() and "[sweep] faulty:" not in log.read_text():
+        return []  # the driver is still creating the store; a second process migrating it at once would clash
+    client = mlflow.MlflowClient(tracking_uri=uri(tmp))
+    exp = client.get_experiment_by_name("rtdetr-ghost-search")
+    if exp is None:
+        return []
+    return [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+
+
+def kill_driver_when(tmp: Path, ready: Callable[[], bool], env: dict | None = None, limit_s: float = 600) -> None:
+    """Start a sweep, wait until ``ready()``, then SIGKILL the driver and the local Ray it started."""
+    log = open(tmp / "first.log", "w")
+    proc = subprocess.Popen(
+        command(tmp), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
+    )
+    deadline = time.time() + limit_s
+    try:
+        while not ready():
+            assert proc.poll() is None, "the sweep ended before the fault: " + (tmp / "first.log").read_text()[-3000:]
+            assert time.time() < deadline, "timed out waiting for the fault point"
+            time.sleep(1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+    time.sleep(3)  # Ray's trial workers exit once their raylet is gone
+
+
+def resume_and_check(tmp: Path) -> list[mlflow.entities.Run]:
+    done = subprocess.run(command(tmp, "--resume"), capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    client = mlflow.MlflowClient(tracking_uri=uri(tmp))
+    exp = client.get_experiment_by_name("rtdetr-ghost-search")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(kids) == SAMPLES, [k.data.tags.get("trial.id") for k in kids]
+    assert all(k.info.status == "FINISHED" and k.data.tags["trial.status"] == "ok" for k in kids)
+    assert len({k.data.tags["trial.id"] for k in kids}) == SAMPLES
+    trained = [k.data.tags["arch_hash"] for k in kids if "reused_from" not in k.data.tags]
+    assert len(trained) == len(set(trained)), "no architecture trained twice"
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"pareto.csv", "report.html"} <= artifacts
+    assert any(k.data.tags.get("pareto") == "true" for k in kids)
+    return kids
+
+
+def test_killed_before_any_trial_finished(tmp_path):
+    def started() -> bool:
+        kids = children(tmp_path)
+        state = list((tmp_path / "ray" / "faulty").glob("experiment_state-*.json"))
+        return bool(kids) and bool(state) and not any(k.info.status == "FINISHED" for k in kids)
+
+    kill_driver_when(tmp_path, started)
+    resume_and_check(tmp_path)
+
+
+def test_killed_in_the_middle_of_a_trial_resumes_from_its_last_epoch(tmp_path):
+    def one_epoch_in() -> bool:  # the first trial has reported (and checkpointed) epoch 1 of 2
+        kids = children(tmp_path)
+        return any("train/giou_loss" in k.data.metrics and k.info.status == "RUNNING" for k in kids)
+
+    kill_driver_when(tmp_path, one_epoch_in)
+    interrupted = {k.data.tags["trial.id"] for k in children(tmp_path) if k.info.status == "RUNNING"}
+    kids = resume_and_check(tmp_path)
+    resumed = [k for k in kids if k.data.tags["trial.id"] in interrupted]
+    assert resumed and all(int(k.data.tags["resumed_from_epoch"]) >= 1 for k in resumed)
+    assert all(k.data.metrics["epochs_done"] == 2 for k in resumed)
+
+
+def test_killed_after_the_last_trial_before_the_frontier(tmp_path):
+    marker = "writing the frontier"
+    kill_driver_when(
+        tmp_path,
+        lambda: marker in (tmp_path / "first.log").read_text(),
+        env={"RTDETR_SEARCH_PAUSE_BEFORE_FRONTIER": "120"},
+    )
+    before = {k.info.run_id for k in children(tmp_path)}
+    assert len(before) == SAMPLES
+    kids = resume_and_check(tmp_path)
+    assert {k.info.run_id for k in kids} == before  # the same runs, none repeated
