@@ -142,6 +142,9 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
     model_yaml = with_classes(model_yaml, len(names))
     arch = arch_hash(model_yaml)
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+    node = ray.get_runtime_context().get_node_id()
+    # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPUs, so inside the trial they are numbered from 0.
+    device = "0" if gpu_ids and torch.cuda.is_available() else "cpu"
     tracker = SweepTracker(ctx.tracking_uri, ctx.experiment)
     short = ",".join(f"{k}={v}" for k, v in params.items() if v != "keep") or "base"
     run_id = tracker.child(
@@ -163,7 +166,10 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         tracker.client.update_run(run_id, status="RUNNING")
 
     # No architecture is trained twice: claim it, and if an earlier run holds it, reuse that run's result.
-    tracker.set_tags(run_id, {"trial.status": TRAINING, "gpu_ids": ",".join(gpu_ids) or "none"})
+    tracker.set_tags(
+        run_id,
+        {"trial.status": TRAINING, "gpu_ids": ",".join(gpu_ids) or "none", "node": node, "device": device},
+    )
     original = _find_same_arch(tracker, ctx, arch, run_id)
     if original is not None and (original.info.start_time, original.info.run_id) < (
         tracker.client.get_run(run_id).info.start_time,
@@ -183,7 +189,6 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         tune.report({**final, "final": 1, "reused": 1, "arch_hash": arch})
         return
 
-    device = "0" if gpu_ids and torch.cuda.is_available() else "cpu"
     out = Path(ctx.out_root) / trial_id
     resume_from = None
     checkpoint = tune.get_checkpoint()
