@@ -540,7 +540,7 @@ def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> list[d
     record = TrialRecord(config.tracking_uri, config.experiment, parent_id)
     if not ray.is_initialized():
         ray.init(
-            address=config.address,
+            address=config.address or "local",  # else Ray joins any cluster `ray start` left on this machine
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=False,

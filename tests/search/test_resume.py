@@ -41,16 +41,24 @@ def children(tmp: Path) -> list[mlflow.entities.Run]:
     return [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
 
 
-def kill_driver_when(tmp: Path, ready: Callable[[], bool], env: dict | None = None, limit_s: float = 600) -> None:
+def kill_driver_when(
+    tmp: Path, ready: Callable[[], bool], env: dict | None = None, limit_s: float = 600
+) -> None:
     """Start a sweep, wait until ``ready()``, then SIGKILL the driver and the local Ray it started."""
     log = open(tmp / "first.log", "w")
     proc = subprocess.Popen(
-        command(tmp), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
+        command(tmp),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
     deadline = time.time() + limit_s
     try:
         while not ready():
-            assert proc.poll() is None, "the sweep ended before the fault: " + (tmp / "first.log").read_text()[-3000:]
+            assert proc.poll() is None, (
+                "the sweep ended before the fault: " + (tmp / "first.log").read_text()[-3000:]
+            )
             assert time.time() < deadline, "timed out waiting for the fault point"
             time.sleep(1)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,16 @@ sites:
 
 
 def sweep(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "search.run", "--storage-path", str(tmp / "ray"), "--tracking-uri", uri(tmp), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "search.run",
+        "--storage-path",
+        str(tmp / "ray"),
+        "--tracking-uri",
+        uri(tmp),
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
 
 
@@ -72,7 +82,11 @@ def test_grid_sweep_records_one_parent_and_a_child_per_trial(grid_sweep):
     assert parent.data.params["sampler"] == "grid"
     assert len(parent.data.tags["mlflow.source.git.commit"]) == 40  # the tests run inside the repo's checkout
     assert len(children) == 3
-    assert sorted(c.data.params["stage3"] for c in children) == ["gate", "keep", "ori"]  # the whole ablation table
+    assert sorted(c.data.params["stage3"] for c in children) == [
+        "gate",
+        "keep",
+        "ori",
+    ]  # the whole ablation table
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.tags["trial.status"] == "ok"
@@ -113,7 +127,9 @@ def test_frontier_is_tagged_and_attached_to_the_parent(grid_sweep):
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on_without_training_an_architecture_twice(tmp_path):
     space = tmp_path / "fail.yaml"
     space.write_text(FAIL_SPACE)
-    done = sweep(tmp_path, "--space", str(space), "--sampler", "random", "--samples", "6", "--seed", "3", *TINY)
+    done = sweep(
+        tmp_path, "--space", str(space), "--sampler", "random", "--samples", "6", "--seed", "3", *TINY
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     parent, children, client = runs(tmp_path)
     assert len(children) == 6 and parent.info.status == "FINISHED"
@@ -171,3 +187,19 @@ def test_an_existing_sweep_is_never_overwritten(grid_sweep):
     assert done.returncode == 2 and "already exists" in done.stderr and "--resume" in done.stderr
     parent, children, _ = runs(tmp)
     assert len(children) == 3
+
+
+def test_the_frontier_of_a_past_sweep_prints_from_mlflow(grid_sweep):
+    tmp, _ = grid_sweep
+    parent, children, _ = runs(tmp)
+    cmd = [sys.executable, "-m", "search.pareto", "--sweep", "ablation", "--tracking-uri", uri(tmp)]
+    text = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert text.returncode == 0, text.stderr[-2000:]
+    on_front = [c.data.tags["trial.id"] for c in children if c.data.tags.get("pareto") == "true"]
+    assert all(t in text.stdout for t in on_front)
+    as_json = subprocess.run([*cmd, "--format", "json"], capture_output=True, text=True, timeout=300)
+    assert sorted(r["trial_id"] for r in json.loads(as_json.stdout)) == sorted(on_front)
+    missing = subprocess.run(
+        [*cmd[:-4], "--sweep", "nope", "--tracking-uri", uri(tmp)], capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "nope" in missing.stderr

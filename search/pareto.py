@@ -1,0 +1,57 @@
+"""``python -m search.pareto``: the Pareto frontier of a past sweep, read back from MLflow.
+
+python -m search.pareto --sweep placements-20261128-090000
+python -m search.pareto --sweep NAME --all --format json --tracking-uri http://mlflow:5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import ultra  # noqa: F401  (must precede any ultralytics import)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .frontier import Objective, frontier_table
+    from .space import SpaceError, load_space
+    from .sweep import EXPERIMENT, frontier_text, trial_rows
+    from .tracking import SweepTracker, TrackingError, check_tracking, default_tracking_uri
+
+    p = argparse.ArgumentParser(
+        prog="python -m search.pareto", description="Print the frontier of a past sweep."
+    )
+    p.add_argument("--sweep", required=True, help="the sweep's --name")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the embedded store in mlflow/)")
+    p.add_argument("--experiment", default=EXPERIMENT)
+    p.add_argument("--all", action="store_true", help="every finished trial, not only the frontier")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    args = p.parse_args(argv)
+    uri = args.tracking_uri or default_tracking_uri()
+    try:
+        check_tracking(uri)
+        tracker = SweepTracker(uri, args.experiment)
+        parents = [r for r in tracker.runs_for_sweep(args.sweep) if "mlflow.parentRunId" not in r.data.tags]
+        if not parents:
+            raise ValueError(f"no sweep named {args.sweep!r} in experiment {args.experiment!r} at {uri}")
+        parent = parents[0]
+        space = load_space(parent.data.params["space_file"])
+    except (TrackingError, SpaceError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    objectives = [Objective(o.metric, o.direction) for o in space.objectives]
+    rows = trial_rows(tracker, parent.info.run_id, space)
+    shown = rows if args.all else frontier_table(rows, objectives)
+    if args.format == "json":
+        print(json.dumps(shown, indent=2))
+        return 0
+    print(
+        f"sweep {args.sweep}: {len(rows)} finished trials, {len(frontier_table(rows, objectives))} on the frontier"
+    )
+    print(frontier_text(shown, space))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
