@@ -14,7 +14,7 @@ from . import ultra  # noqa: F401  (must precede any ultralytics import)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .frontier import Objective, frontier_table
+    from .frontier import frontier_table
     from .space import SpaceError, load_space
     from .sweep import EXPERIMENT, frontier_text, trial_rows
     from .tracking import SweepTracker, TrackingError, check_tracking, default_tracking_uri
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TrackingError, SpaceError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    objectives = [Objective(o.metric, o.direction) for o in space.objectives]
+    objectives = list(space.objectives)
     rows = trial_rows(tracker, parent.info.run_id, space)
     shown = rows if args.all else frontier_table(rows, objectives)
     if args.format == "json":

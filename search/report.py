@@ -99,7 +99,7 @@ def _choices_text(row: Mapping[str, Any]) -> str:
 
 
 def _objectives(space: Space) -> list[Objective]:
-    return [Objective(o.metric, o.direction) for o in space.objectives]
+    return list(space.objectives)
 
 
 def _direction(space: Space, metric: str, default: str) -> str:

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from .frontier import Objective
+
 __all__ = [
     "BLOCKS",
     "MODES",
@@ -73,14 +75,6 @@ class SpaceError(ValueError):
 
 def _err(path: str, key: str, problem: str) -> SpaceError:
     return SpaceError(f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One optimisation target: a metric name reported by the trial and its direction."""
-
-    metric: str
-    direction: str  # "maximize" | "minimize"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from ray.tune.search.optuna import OptunaSearch
 
 from . import ultra  # noqa: F401  (must precede any ultralytics import)
 from .frontier import (
-    Objective,
     default_reference,
     format_table,
     frontier_table,
@@ -362,7 +361,7 @@ def finalize(
     """Tag the frontier; attach its table, plots and the sweep report to the parent; log hypervolume."""
     from .report import sweep_report, write_report
 
-    objectives = [Objective(o.metric, o.direction) for o in space.objectives]
+    objectives = list(space.objectives)
     hand = hand_placement_hash(space, budget, nc)
     rows = [
         {**r, "label": "hand" if r["arch_hash"] == hand else r["label"]}
