@@ -6,7 +6,7 @@
 # Default: the embedded store next to this script (SQLite mlflow/mlflow.db, artifacts in
 # mlflow/artifacts), bound to 127.0.0.1:5000. For a cluster, environment variables switch it to a
 # shared store (flags win over environment variables):
-#   MLFLOW_BACKEND_STORE_URI      e.g. postgresql://user:pw@db-host:5432/mlflow (needs psycopg2-binary)
+#   MLFLOW_BACKEND_STORE_URI      e.g. postgresql://user:pw@db-host:5432/mlflow (needs psycopg 3: pip install "psycopg[binary]")
 #   MLFLOW_ARTIFACTS_DESTINATION  shared folder or s3://bucket/prefix
 #   MLFLOW_HOST, MLFLOW_PORT      e.g. 0.0.0.0 and 5000
 #   MLFLOW_WORKERS                server worker processes (mlflow's default is 4)
