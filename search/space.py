@@ -11,6 +11,7 @@ file, the key path and the problem. Heavy libraries (torch, ultralytics) are not
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import itertools
 import math
@@ -130,6 +131,9 @@ class Budget:
     lr0: float | None = None  # initial learning rate (None: Ultralytics' default)
     patience: int | None = None  # early-stopping patience in epochs (None: Ultralytics' default)
     workers: int | None = None  # dataloader workers; 0 loads in the main process (None: default)
+    # any other Ultralytics train() argument, e.g. {optimizer: AdamW, mosaic: 0.0}; checked against
+    # Ultralytics' own list of arguments, and never one the service sets itself
+    train: dict = field(default_factory=dict, hash=False)
 
     @property
     def is_proxy(self) -> bool:
@@ -364,12 +368,40 @@ _BUDGET_KEYS = (
     "lr0",
     "patience",
     "workers",
+    "train",
 )
+# train() arguments the service sets itself: a budget's `train` mapping may not hold them
+_RESERVED_TRAIN_ARGS = {
+    "data", "model", "epochs", "imgsz", "batch", "fraction", "device", "workers", "seed", "project", "name",
+    "exist_ok", "resume", "lr0", "patience", "plots", "verbose", "amp", "pretrained",
+}  # fmt: skip
+
+
+@functools.cache
+def _ultralytics_train_keys() -> frozenset[str]:
+    """The arguments Ultralytics' train() accepts, read from its default.yaml (no torch import)."""
+    spec = importlib.util.find_spec("ultralytics")
+    cfg = Path(next(iter(spec.submodule_search_locations))) / "cfg" / "default.yaml"
+    return frozenset(yaml.safe_load(cfg.read_text()))
+
+
+def _train_args(path: str, key: str, raw: Any) -> dict:
+    if not isinstance(raw, dict):
+        raise _err(path, key, f"expected a mapping of Ultralytics train() arguments, got {raw!r}")
+    for k, v in raw.items():
+        if k in _RESERVED_TRAIN_ARGS:
+            raise _err(path, f"{key}.{k}", "is set by the service (use the budget's own key or a flag)")
+        if k not in _ultralytics_train_keys():
+            raise _err(path, f"{key}.{k}", "is not an Ultralytics train() argument")
+        if not isinstance(v, (str, int, float, bool)):
+            raise _err(path, f"{key}.{k}", f"expected a plain value, got {v!r}")
+    return dict(raw)
 
 
 def _budget(path: str, name: str, raw: Any) -> Budget:
     key = f"budgets.{name}"
     raw = _mapping(path, key, raw, _BUDGET_KEYS, ("epochs", "imgsz", "batch"))
+    train = _train_args(path, f"{key}.train", raw.pop("train")) if "train" in raw else {}
     for k, v in raw.items():
         if v is None and k not in ("epochs", "imgsz", "batch"):
             continue
@@ -390,7 +422,7 @@ def _budget(path: str, name: str, raw: Any) -> Budget:
             f"{key}.hidden_dim",
             f"must be a multiple of 8 (the decoder's 8 heads), got {raw['hidden_dim']}",
         )
-    return Budget(name=name, **raw)
+    return Budget(name=name, **raw, train=train)
 
 
 def _budgets(path: str, raw: Any) -> dict[str, Budget]:

@@ -228,6 +228,7 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         lr0=budget.lr0,
         max_latency_ms=ctx.max_latency_ms,
         max_gflops=ctx.max_gflops,
+        train_args=dict(budget.train),
     )
     try:
         result = run_trial(spec, report=report, resume_from=resume_from)

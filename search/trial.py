@@ -357,6 +357,7 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
         latency_imgsz=args.latency_imgsz,
         max_latency_ms=getattr(constraints, "max_latency_ms", None),
         max_gflops=getattr(constraints, "max_gflops", None),
+        train_args=dict(budget.train) if budget is not None else {},
         **pick,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -409,3 +410,25 @@ def test_shipped_files_are_untouched_copies(tmp_path):
     for name in SHIPPED:
         shutil.copy(SPACES_DIR / f"{name}.yaml", tmp_path / f"{name}.yaml")
         assert load_space(str(tmp_path / f"{name}.yaml")).sites == load_space(name).sites
+
+
+@pytest.mark.parametrize(
+    ("train", "needle"),
+    [
+        ({"epochs": 3}, "budgets.cpu.train.epochs: is set by the service"),
+        ({"nosuch": 1}, "budgets.cpu.train.nosuch: is not an Ultralytics train() argument"),
+        ([1], "budgets.cpu.train: expected a mapping"),
+        ({"mosaic": [0.5]}, "budgets.cpu.train.mosaic: expected a plain value"),
+    ],
+)
+def test_budget_train_arguments_are_checked(train, needle):
+    data = good()
+    data["budgets"]["cpu"]["train"] = train
+    with pytest.raises(SpaceError, match=re.escape(needle)):
+        parse_space(data, "spaces/x.yaml")
+
+
+def test_budget_train_arguments_reach_the_budget():
+    data = good()
+    data["budgets"]["cpu"]["train"] = {"optimizer": "AdamW", "mosaic": 0.0}
+    assert parse_space(data, "spaces/x.yaml").budgets["cpu"].train == {"optimizer": "AdamW", "mosaic": 0.0}
