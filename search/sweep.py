@@ -213,22 +213,15 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
             shutil.copy2(last_pt, Path(d) / "last.pt")
             tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(d))
 
-    spec = TrialSpec(
-        model_yaml=model_yaml,
-        out=out,
-        epochs=budget.epochs,
-        imgsz=budget.imgsz,
-        batch=budget.batch,
-        fraction=budget.fraction,
+    spec = TrialSpec.from_budget(
+        model_yaml,
+        budget,
+        out,
         data=ctx.data,
         device=device,
         seed=ctx.seed,
-        workers=budget.workers or 0,
-        patience=budget.patience,
-        lr0=budget.lr0,
         max_latency_ms=ctx.max_latency_ms,
         max_gflops=ctx.max_gflops,
-        train_args=dict(budget.train),
     )
     try:
         result = run_trial(spec, report=report, resume_from=resume_from)

@@ -56,6 +56,23 @@ class TrialSpec:
     max_gflops: float | None = None
     train_args: dict = field(default_factory=dict)  # any other Ultralytics train() argument
 
+    @classmethod
+    def from_budget(cls, model_yaml: dict, budget, out: Path, **kw) -> TrialSpec:
+        """A trial of ``model_yaml`` trained as a space's budget says; ``kw`` sets the other fields."""
+        return cls(
+            model_yaml=model_yaml,
+            out=out,
+            epochs=budget.epochs,
+            imgsz=budget.imgsz,
+            batch=budget.batch,
+            fraction=budget.fraction,
+            workers=budget.workers or 0,
+            patience=budget.patience,
+            lr0=budget.lr0,
+            train_args={**budget.train, **kw.pop("train_args", {})},
+            **kw,
+        )
+
 
 def default_device() -> str:
     import torch
