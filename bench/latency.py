@@ -59,20 +59,13 @@ import statistics
 import time
 
 import torch
+from _machine import load_average  # noqa: E402  (bench/ is the script's folder)
 from torch import nn
 
 # Imported before anything that imports ultralytics: it sets YOLO_OFFLINE etc.
 import search.ultra
 
 POINTS = {"ori": "ori", "gate": "ori_shortcut_mul_conv15"}  # the modes space's choices -> mode
-
-
-def _load() -> str:
-    try:
-        one, five, fifteen = os.getloadavg()
-    except OSError:
-        return "n/a"
-    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min) on {os.cpu_count()} CPUs"
 
 
 def build(point: str, proxy: bool) -> tuple[nn.Module, nn.Module, int]:
@@ -189,7 +182,7 @@ def main() -> None:
         f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
     )
     print(f"device key: {device_name(torch.device('cpu'))}")
-    print(f"load before: {_load()}")
+    print(f"load before: {load_average()}")
     print("search.cost.latency defaults: 3 warm-up, 10-50 timed forwards within ~3 s, median\n", flush=True)
 
     results = []
@@ -233,7 +226,7 @@ def main() -> None:
         print(ratio_row(result))
     for line in skipped:
         print(line)
-    print(f"\nload after: {_load()}   wall {time.perf_counter() - started:.0f} s")
+    print(f"\nload after: {load_average()}   wall {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

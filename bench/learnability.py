@@ -43,7 +43,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -52,15 +51,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _machine import load_average  # noqa: E402  (bench/ is the script's folder)
+
 from search import ultra  # noqa: E402,F401  (must precede any ultralytics import)
-
-
-def _load() -> str:
-    try:
-        one, five, fifteen = os.getloadavg()
-    except OSError:
-        return "n/a"
-    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min) on {os.cpu_count()} CPUs"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"budget {json.dumps({k: v for k, v in dataclasses.asdict(budget).items() if v is not None})}")
     if spec.train_args:
         print(f"Ultralytics train args: {json.dumps(spec.train_args)}")
-    print(f"load before: {_load()}")
+    print(f"load before: {load_average()}")
     print(f"output {out}", flush=True)
 
     # Ultralytics copies default_callbacks into every model it builds: this marks when training starts.
@@ -186,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     print(f"torch threads in training: {torch.get_num_threads()} (Ultralytics sets min(8, CPUs - 1) on CPU)")
-    print(f"load after: {_load()}")
+    print(f"load after: {load_average()}")
     if not args.out and not args.keep:
         shutil.rmtree(out, ignore_errors=True)
     return 0 if ok else 1

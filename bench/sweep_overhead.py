@@ -56,18 +56,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import load_average  # noqa: E402  (bench/ is the script's folder)
+
 # Imported before anything that imports ultralytics: it sets YOLO_OFFLINE, YOLO_CONFIG_DIR etc.
 import search.ultra
 
 EXPERIMENT = "rtdetr-ghost-search"
-
-
-def _load() -> str:
-    try:
-        one, five, fifteen = os.getloadavg()
-    except OSError:
-        return "n/a"
-    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min) on {os.cpu_count()} CPUs"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -231,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sweep-overhead-"))
     name = f"overhead-{time.strftime('%Y%m%d-%H%M%S')}"
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    print(f"load before: {_load()}")
+    print(f"load before: {load_average()}")
     print(
         f"latency cache: {'the usual one (' + str(search.ultra.CACHE) + ')' if args.cached_cost else 'empty'}"
         f"   temporary folder: {tmp}",
@@ -241,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         t0, t1, _ = run_sweep(args, tmp, name, uri)
         parent, trials = read_trials(uri, name, tmp)
         wall = t1 - t0
-        print(f"load after:  {_load()}\n")
+        print(f"load after:  {load_average()}\n")
 
         print(f"per trial ({len(trials)} child runs, in start order)")
         print(TRIAL_HEADER)
