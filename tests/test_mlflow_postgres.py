@@ -12,20 +12,18 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.servers import free_port, mlflow_server, stop_group, wait_until
+
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "mlflow" / "server.sh"
 EXPERIMENT = "rtdetr-ghost-search"
 SWEEP = "pg-sweep"
 SAMPLES = 2
@@ -44,47 +42,6 @@ def _pg_bin() -> Path | None:
     versions = [Path(p).parents[1].name for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")]
     newest = max((v for v in versions if v.isdigit()), key=int, default=None)
     return Path(f"/usr/lib/postgresql/{newest}/bin") if newest else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    """End a server started in its own session: the leader and everything it spawned (workers, consumers)."""
-    try:
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=30)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        pass
-    # Children can outlive the leader (MLflow's job consumers); the group id stays theirs.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
-
-
-def _wait_until(ready, proc: subprocess.Popen, limit_s: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + limit_s
-    while not ready():
-        if proc.poll() is not None:
-            pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text()[-5000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not ready after {limit_s} s:\n{log.read_text()[-5000:]}")
-        time.sleep(0.5)
 
 
 @contextmanager
@@ -107,7 +64,7 @@ def postgres(bin_dir: Path, log: Path) -> Iterator[str]:
         # --no-sync: a test cluster needs no fsync of its fresh files
         initdb += ["--auth=scram-sha-256", "--encoding=UTF8", "--no-sync", "--no-instructions"]
         subprocess.run(initdb, user=user, stdout=out, stderr=subprocess.STDOUT, check=True, timeout=120)
-        port = _free_port()
+        port = free_port()
         # TCP on loopback only; the socket goes into our folder, not the system's /var/run/postgresql.
         proc = subprocess.Popen(
             [
@@ -130,7 +87,7 @@ def postgres(bin_dir: Path, log: Path) -> Iterator[str]:
         )
         env = {**os.environ, "PGPASSWORD": DB_PASSWORD}
         probe = [bin_dir / "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port), "-U", DB_USER]
-        _wait_until(
+        wait_until(
             lambda: subprocess.run(probe, env=env, timeout=10).returncode == 0, proc, 60, "postgres", log
         )
         subprocess.run(
@@ -142,39 +99,9 @@ def postgres(bin_dir: Path, log: Path) -> Iterator[str]:
         yield f"postgresql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{port}/mlflow"
     finally:
         if proc is not None:
-            _stop_group(proc, signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
+            stop_group(proc, signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
         out.close()
         shutil.rmtree(base, ignore_errors=True)
-
-
-@contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path, log: Path) -> Iterator[str]:
-    """mlflow/server.sh on the given store; yields its URL once /health answers."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "MLFLOW_BACKEND_STORE_URI": backend_uri,
-        "MLFLOW_ARTIFACTS_DESTINATION": str(artifacts),
-        "MLFLOW_SERVER_PYTHON": sys.executable,  # has mlflow and psycopg, also without the repo's .venv
-        "MLFLOW_WORKERS": "1",  # one worker starts faster on a small CI machine
-    }
-    # Through bash, so a checkout without the executable bit works; its own session, so the whole group
-    # (uvicorn, its worker, the job consumers) can be ended.
-    out = log.open("ab")
-    proc = subprocess.Popen(
-        ["bash", str(SCRIPT), "--port", str(port)],
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        _wait_until(lambda: _healthy(url), proc, STARTUP_LIMIT_S, "mlflow server", log)
-        yield url
-    finally:
-        _stop_group(proc)
-        out.close()
 
 
 def run_sweep(tmp: Path, tracking_uri: str) -> subprocess.CompletedProcess:
@@ -219,7 +146,7 @@ def test_a_sweep_logs_to_the_server_on_postgresql(tmp_path: Path) -> None:
     artifacts = tmp_path / "art"
     with (
         postgres(bin_dir, tmp_path / "postgres.log") as db_uri,
-        mlflow_server(db_uri, artifacts, tmp_path / "server.log") as url,
+        mlflow_server(tmp_path, db_uri, artifacts, startup_limit_s=STARTUP_LIMIT_S) as url,
     ):
         done = run_sweep(tmp_path, url)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]

@@ -13,23 +13,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.servers import mlflow_server
+
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "mlflow" / "server.sh"
 DOCS_SCREENSHOT = REPO / "docs" / "mlflow-ui.png"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -55,70 +53,6 @@ def _skip_reason() -> str | None:
     except ImportError:
         return "needs the selenium package (the dev extras: pip install -e '.[dev]')"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """End a server started in its own session: the leader and everything it spawned (workers, consumers)."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    # Children can outlive the leader (MLflow's job consumers); the group id stays theirs.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
-
-
-@contextmanager
-def mlflow_server(tmp: Path) -> Iterator[str]:
-    """mlflow/server.sh on a SQLite store and artifact folder in tmp; yields its URL once /health answers."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp / 'mlflow.db'}",
-        "MLFLOW_ARTIFACTS_DESTINATION": str(tmp / "art"),
-        "MLFLOW_SERVER_PYTHON": sys.executable,  # has mlflow, also without the repo's .venv
-        "MLFLOW_WORKERS": "1",  # one worker starts faster on a small CI machine
-    }
-    log = tmp / "server.log"
-    out = log.open("ab")
-    # Through bash, so a checkout without the executable bit works; its own session, so the whole group
-    # (uvicorn, its worker, the job consumers) can be ended.
-    proc = subprocess.Popen(
-        ["bash", str(SCRIPT), "--port", str(port)],
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + STARTUP_LIMIT_S
-        while not _healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not up (exit code {proc.poll()}):\n{log.read_text()[-5000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        _stop_group(proc)
-        out.close()
 
 
 def run_sweep(tmp: Path, tracking_uri: str) -> subprocess.CompletedProcess:
@@ -269,7 +203,9 @@ def test_the_ui_shows_the_sweep(tmp_path: Path) -> None:
     shots = Path(os.environ.get("MLFLOW_UI_SCREENSHOTS") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
 
-    with mlflow_server(tmp_path) as url:
+    with mlflow_server(
+        tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "art", startup_limit_s=STARTUP_LIMIT_S
+    ) as url:
         done = run_sweep(tmp_path, url)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
 
