@@ -53,4 +53,9 @@ def test_a_trial_trains_on_the_gpu(tmp_path: Path):
     )
     assert result["status"] == "ok" and result["latency_device"].startswith("cuda:")
     assert len(reports) == 3 and 0 <= result["map50_95"] <= 1
-    print({k: result[k] for k in ("map50_95", "map50", "latency_ms", "latency_p90_ms", "gflops", "n_params", "train_s")})
+    print(
+        {
+            k: result[k]
+            for k in ("map50_95", "map50", "latency_ms", "latency_p90_ms", "gflops", "n_params", "train_s")
+        }
+    )
