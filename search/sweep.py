@@ -32,7 +32,7 @@ from .frontier import (
     plot_frontier,
 )
 from .space import Budget, Space, load_space
-from .tracking import SweepTracker
+from .tracking import SweepTracker, git_commit
 
 LOGGER = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
@@ -511,6 +511,7 @@ def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> list[d
             **{f"budget.{k}": v for k, v in dataclasses.asdict(budget).items() if k != "name"},
             "data": config.data or "built-in shapes",
             "scheduler": config.scheduler or "none",
+            "git_commit": git_commit() or "unknown",
         },
         tags={"space": space.name, "sampler": config.sampler, "base": space.base, "storage": str(path)},
     )

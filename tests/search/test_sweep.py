@@ -81,6 +81,7 @@ def test_grid_sweep_records_one_parent_and_a_child_per_trial(grid_sweep):
         assert key in parent.data.params
     assert parent.data.params["sampler"] == "grid"
     assert len(parent.data.tags["mlflow.source.git.commit"]) == 40  # the tests run inside the repo's checkout
+    assert parent.data.params["git_commit"] == parent.data.tags["mlflow.source.git.commit"]
     assert len(children) == 3
     assert sorted(c.data.params["stage3"] for c in children) == [
         "gate",
