@@ -177,6 +177,11 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         done = _wait_for(tracker, original.info.run_id, ctx.poll_s)
         status = done.data.tags.get("trial.status")
         tracker.set_tags(run_id, {"reused_from": done.info.run_id, "trial.status": status or FAILED})
+        if status == INFEASIBLE:
+            tracker.finish(run_id)
+            raise TrialInfeasible(
+                f"same architecture as run {done.info.run_id}, which is over the cost constraints"
+            )
         if status != OK:
             tracker.finish(
                 run_id, "FAILED", error=f"same architecture as run {done.info.run_id}, which is {status}"
