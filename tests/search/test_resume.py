@@ -99,9 +99,14 @@ def test_killed_before_any_trial_finished(tmp_path):
 
 
 def test_killed_in_the_middle_of_a_trial_resumes_from_its_last_epoch(tmp_path):
-    def one_epoch_in() -> bool:  # the first trial has reported (and checkpointed) epoch 1 of 2
-        kids = children(tmp_path)
-        return any("train/giou_loss" in k.data.metrics and k.info.status == "RUNNING" for k in kids)
+    def one_epoch_in() -> bool:  # a running trial reported epoch 1 of 2 and Ray has stored its checkpoint
+        storage = tmp_path / "ray" / "faulty"
+        return any(
+            k.info.status == "RUNNING"
+            and "train/giou_loss" in k.data.metrics
+            and list(storage.glob(f"sweep_trial_{k.data.tags['trial.id']}_*/checkpoint_*"))
+            for k in children(tmp_path)
+        )
 
     kill_driver_when(tmp_path, one_epoch_in)
     interrupted = {k.data.tags["trial.id"] for k in children(tmp_path) if k.info.status == "RUNNING"}
