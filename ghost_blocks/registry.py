@@ -60,6 +60,12 @@ def _reps(standin: nn.Module) -> int:
 
 
 def _build_ghost(c1: int, c2: int, standin: nn.Module, args: list) -> nn.Module:
+    for i, name in ((1, "k"), (2, "s")):  # the positional form is [c2, k, s, mode, ...]
+        if i < len(args) and isinstance(args[i], str):
+            raise ValueError(
+                f"GhostModuleV3 yaml args are [c2, k, s, mode, ratio, dw_size, relu]: {name} must be an int, "
+                f"got {args[i]!r} in {args!r}"
+            )
     return _chain(lambda ci: GhostModuleV3(ci, c2, *args[1:]), c1, c2, _reps(standin))
 
 

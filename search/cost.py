@@ -27,9 +27,10 @@ from torch import nn
 
 import ghost_blocks
 
+from .provenance import code_version
 from .ultra import CACHE
 
-__all__ = ["CostError", "deploy_form", "device_name", "latency", "measure_cost", "model_cost"]
+__all__ = ["CostError", "count_gflops", "deploy_form", "device_name", "latency", "measure_cost", "model_cost"]
 
 LOGGER = logging.getLogger(__name__)
 COST_IMGSZ = 640  # GFLOPs are always quoted at 640x640, like Ultralytics and the papers
@@ -46,14 +47,32 @@ def deploy_form(model: nn.Module) -> nn.Module:
     return deployed.eval()
 
 
-def model_cost(deployed: nn.Module, imgsz: int = COST_IMGSZ) -> dict[str, float]:
-    """Parameters and GFLOPs of a deploy-form model with Ultralytics' counters."""
-    from ultralytics.utils.torch_utils import get_flops, get_num_params
+def count_gflops(model: nn.Module, imgsz: int = COST_IMGSZ) -> float:
+    """GFLOPs of one forward pass at ``imgsz`` x ``imgsz``, counted directly at that size.
 
-    gflops = get_flops(deployed, imgsz)
-    if not gflops > 0:  # Ultralytics' counter returns 0.0 on any failure instead of raising
-        raise CostError(f"Ultralytics' FLOPs counter failed on this model at {imgsz}x{imgsz}")
-    return {"n_params": int(get_num_params(deployed)), "gflops": float(gflops)}
+    The counter is the one Ultralytics uses (thop, FLOPs = 2 x MACs), but run on the real input size:
+    Ultralytics' ``get_flops`` extrapolates from inputs one stride high, where a gated GhostModuleV3 at
+    a stride-32 site sees a 1-pixel-high map, skips its pooling and is costed unpooled. On models
+    without such blocks both give the same figure (rtdetr-l: 105.7).
+    """
+    import thop
+
+    p = next(model.parameters())
+    image = torch.empty((1, p.shape[1] if p.ndim == 4 else 3, imgsz, imgsz), device=p.device, dtype=p.dtype)
+    try:
+        macs = thop.profile(model, inputs=[image], verbose=False)[0]
+    except Exception as exc:
+        raise CostError(f"the FLOPs counter failed on this model at {imgsz}x{imgsz}: {exc}") from exc
+    if not macs > 0:
+        raise CostError(f"the FLOPs counter found no operations in this model at {imgsz}x{imgsz}")
+    return float(macs) / 1e9 * 2
+
+
+def model_cost(deployed: nn.Module, imgsz: int = COST_IMGSZ) -> dict[str, float]:
+    """Parameters (Ultralytics' counter) and GFLOPs (:func:`count_gflops`) of a deploy-form model."""
+    from ultralytics.utils.torch_utils import get_num_params
+
+    return {"n_params": int(get_num_params(deployed)), "gflops": count_gflops(deployed, imgsz)}
 
 
 def device_name(device: torch.device) -> str:
@@ -128,8 +147,9 @@ def latency(
 
 
 def _cache_file(arch_hash: str, device: str, imgsz: int) -> Path:
+    # code_version covers the blocks' code, the cost code and the torch and Ultralytics versions
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in device)
-    return CACHE / "cost" / f"{arch_hash}-{safe}-{imgsz}.json"
+    return CACHE / "cost" / f"{arch_hash}-{safe}-{imgsz}-{code_version()}.json"
 
 
 def measure_cost(
@@ -142,8 +162,8 @@ def measure_cost(
 ) -> dict:
     """Params, GFLOPs (at 640) and latency (at ``latency_imgsz``) of ``model``'s deploy form.
 
-    Results are cached per (architecture hash, device, latency image size); a cached entry is
-    returned as is with ``cost_cached=True``.
+    Results are cached per (architecture hash, device, latency image size, code version: the blocks'
+    and the cost code, torch and Ultralytics); a cached entry is returned as is with ``cost_cached=True``.
     """
     device = torch.device(device)
     name = device_name(device)

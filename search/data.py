@@ -23,7 +23,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-__all__ = ["CLASS_NAMES", "DataError", "builtin_dataset", "check_dataset"]
+__all__ = ["CLASS_NAMES", "DataError", "builtin_dataset", "check_dataset", "dataset_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -357,3 +357,34 @@ def check_dataset(data: str | Path, expected_names: list[str] | dict | None = No
         out[key] = resolved if isinstance(parsed[key], list) else resolved[0]
     logger.debug("dataset %s ok: %d classes, root %s", where, len(names), root)
     return out
+
+
+def dataset_fingerprint(data: str | Path) -> str:
+    """16 hex chars identifying a dataset's content: its yaml and the list of its label files.
+
+    The list holds each label file's path (relative to its labels folder) and size,
+    for every split the yaml names (``train``, ``val`` and ``test`` when present), so adding, removing or
+    rewriting a label changes the fingerprint. Image list files (``.txt``) count by their content.
+
+    Raises:
+        DataError: the dataset yaml is invalid (see :func:`check_dataset`).
+    """
+    import hashlib
+
+    checked = check_dataset(data)
+    digest = hashlib.sha256(Path(data).expanduser().read_bytes())
+    root = Path(checked["path"])
+    for key in ("train", "val", "test"):
+        values = checked.get(key) or []
+        for value in values if isinstance(values, list) else [values]:
+            folder = _resolve_split(root, str(value))
+            digest.update(f"\0{key}\0{folder}\0".encode())
+            if folder.suffix == ".txt" and folder.is_file():
+                digest.update(folder.read_bytes())
+                continue
+            labels = _label_dir(folder)
+            if not labels.is_dir():
+                continue
+            for label in sorted(p for p in labels.rglob("*.txt") if p.is_file()):
+                digest.update(f"{label.relative_to(labels)}:{label.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]

@@ -248,15 +248,39 @@ def _metric_vector(row: Mapping[str, Any], objectives: Sequence[Objective]) -> l
     return values
 
 
+def comparable_groups(rows: list[dict], objectives: Sequence[Objective]) -> dict[str, list[dict]]:
+    """Rows split into groups whose objectives can be compared with each other, in first-seen order.
+
+    A latency is a property of the device it was measured on: when an objective is a latency and the
+    rows carry more than one ``latency_device``, each device is its own group. Otherwise all rows are
+    one group (keyed by their one device, or ``""``).
+    """
+    if not any(o.metric.startswith("latency") for o in objectives):
+        return {"": list(rows)} if rows else {}
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(str(row.get("latency_device") or ""), []).append(row)
+    return groups
+
+
 def frontier_table(rows: list[dict], objectives: list[Objective]) -> list[dict]:
     """Return the rows on the Pareto frontier, sorted by the first objective, best first.
 
     Rows missing an objective metric or holding a non-numeric or non-finite value are ignored.
     Ties on the first objective are broken by the following objectives, then by input order.
-    The returned dicts are the input row objects themselves.
+    The returned dicts are the input row objects themselves. Latencies measured on different devices
+    are never compared: with several devices (see :func:`comparable_groups`) the result is each
+    device's own frontier, one after the other.
     """
     if not objectives:
         raise ValueError("at least one objective is required")
+    groups = comparable_groups(rows, objectives)
+    if len(groups) > 1:
+        return [row for group in groups.values() for row in _frontier(group, objectives)]
+    return _frontier(rows, objectives)
+
+
+def _frontier(rows: list[dict], objectives: list[Objective]) -> list[dict]:
     kept = [(row, vec) for row in rows if (vec := _metric_vector(row, objectives)) is not None]
     if not kept:
         return []

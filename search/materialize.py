@@ -143,7 +143,7 @@ def choice_layer(choice: Choice, layers: list, index: int, channels: list[int | 
             reps = choice.repeats or n
         if choice.block == "GhostModuleV3" and new[1:2] and new[1] % 2 == 0:
             raise ValueError(f"GhostModuleV3 needs an odd kernel; layer {index} ({m}) gives k={new[1]}")
-        return [copy.deepcopy(f), reps, choice.block, [*new, choice.mode]]
+        return [copy.deepcopy(f), reps, choice.block, _with_mode(choice.block, new, choice.mode)]
     if m == "RTDETRDecoder" or index == len(layers) - 1:
         raise ValueError(f"cannot insert after layer {index} ({m}): it is the model's output")
     if choice.args is not None:
@@ -154,7 +154,19 @@ def choice_layer(choice: Choice, layers: list, index: int, channels: list[int | 
         raise ValueError(f"cannot infer the output channels of layer {index} ({m}); give explicit args")
     else:
         new = [channels[index], 3, 1]
-    return [-1, choice.repeats or 1, choice.block, [*new, choice.mode]]
+    return [-1, choice.repeats or 1, choice.block, _with_mode(choice.block, new, choice.mode)]
+
+
+# GhostModuleV3 takes its mode positionally after [c2, k, s]: shorter args are padded with its defaults
+# (k=1, s=1) so that the mode never lands in k or s. The fused blocks take the mode as a trailing string.
+_GHOST_DEFAULTS = (None, 1, 1)
+
+
+def _with_mode(block: str, args: list, mode: str) -> list:
+    """The yaml args of ``block`` with ``mode`` in its place."""
+    if block == "GhostModuleV3":
+        args = [*args, *_GHOST_DEFAULTS[len(args) :]]
+    return [*args, mode]
 
 
 def _remap(f: int | list, old_i: int, new_i: int, out: list[int]) -> int | list:

@@ -31,6 +31,7 @@ from .frontier import (
     _fmt,
     _scale,
     _svg_panel,
+    comparable_groups,
     default_reference,
     frontier_table,
     hypervolume,
@@ -194,6 +195,13 @@ def _frontier_section(space: Space, rows: list[dict], front: list[dict], hand_te
         f"<h2>Frontier</h2>\n<p>{len(front)} of {len(rows)} finished trials are on the Pareto frontier "
         f"of {html.escape(', '.join(o.metric for o in objectives))}.</p>"
     ]
+    groups = comparable_groups(rows, objectives)
+    if len(groups) > 1:
+        parts.append(
+            f'<p class="note" id="devices">Latency was measured on {len(groups)} devices '
+            f"({html.escape(', '.join(groups))}) and is never compared across them: the frontier is each "
+            "device's own, and the hypervolume is that of the device with the most trials.</p>"
+        )
     if not rows:
         parts.append("<p>No trial finished: the frontier is empty.</p>")
         return "\n".join(parts)
@@ -219,13 +227,20 @@ def _frontier_section(space: Space, rows: list[dict], front: list[dict], hand_te
     return "\n".join(parts)
 
 
-def _hypervolumes(space: Space, rows: list[dict]) -> tuple[list[float], list[float]] | str:
-    """HV of each prefix of ``rows`` with ``default_reference`` over all rows, or why there is none."""
+def _hypervolumes(space: Space, rows: list[dict]) -> tuple[list[float], list[float], list[dict]] | str:
+    """HV of each prefix of ``rows`` with ``default_reference`` over all rows, or why there is none.
+
+    With latencies of several devices, only the rows of the device with the most trials (returned too).
+    """
     directions = [o.direction for o in space.objectives]
+    groups = comparable_groups(rows, space.objectives)
+    if len(groups) > 1:  # latencies of different devices are never compared: the largest group's
+        rows = max(groups.values(), key=len)
     points = [[_num(r.get(o.metric)) for o in space.objectives] for r in rows]
     try:
         reference = default_reference(points, directions)
-        return reference, [hypervolume(points[:i], directions, reference) for i in range(1, len(points) + 1)]
+        values = [hypervolume(points[:i], directions, reference) for i in range(1, len(points) + 1)]
+        return reference, values, rows
     except ValueError as e:
         return str(e)
 
@@ -263,7 +278,7 @@ def _hypervolume_section(space: Space, rows: list[dict]) -> str:
     result = _hypervolumes(space, rows)
     if isinstance(result, str):
         return f"{head}\n<p>No hypervolume: {html.escape(result)}.</p>"
-    reference, values = result
+    reference, values, rows = result
     ref_text = ", ".join(f"{o.metric}={_fmt(v)}" for o, v in zip(space.objectives, reference, strict=True))
     note = (
         f'<p class="note">Hypervolume of the first i finished trials, in the order they finished, against the '

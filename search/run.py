@@ -41,7 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-concurrent", type=int, help="trials at once (default: GPUs / gpus-per-trial, or 1 on CPU)"
     )
-    p.add_argument("--gpus-per-trial", type=float, help="default 1 when GPUs exist, else 0")
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        help="GPUs each trial reserves, at most 1: a trial trains on one GPU; a fraction such as 0.5 packs "
+        "several trials onto one GPU (default 1 when GPUs exist, else 0)",
+    )
     p.add_argument("--cpus-per-trial", type=float, default=1)
     p.add_argument("--data", help="an Ultralytics dataset yaml (default: the built-in shapes dataset)")
     for flag, kind in (
@@ -60,7 +65,13 @@ def _parser() -> argparse.ArgumentParser:
         "--storage-path", default="runs/sweeps", help="where Ray Tune keeps sweeps (default: runs/sweeps)"
     )
     p.add_argument("--resume", action="store_true", help="continue the sweep --name in --storage-path")
-    p.add_argument("--address", help="an existing Ray cluster, e.g. auto (default: a local Ray)")
+    p.add_argument("--address", help="an existing Ray cluster, e.g. auto or HOST:6379 (default: a local Ray)")
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        default=2,
+        help="times a trial is retried after its worker or node dies (default 2); then it is recorded lost",
+    )
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the embedded store in mlflow/)")
     p.add_argument("--experiment", default="rtdetr-ghost-search", help="MLflow experiment name")
     return p
@@ -77,6 +88,13 @@ def _positive(args: argparse.Namespace) -> None:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 0, got {value}")
     if args.fraction is not None and not 0 < args.fraction <= 1:
         raise UsageError(f"--fraction must be in (0, 1], got {args.fraction}")
+    if args.gpus_per_trial is not None and args.gpus_per_trial > 1:
+        raise UsageError(
+            f"--gpus-per-trial must be at most 1, got {args.gpus_per_trial:g}: a trial trains on one GPU "
+            "(a fraction such as 0.5 packs several trials onto one GPU)"
+        )
+    if args.max_failures < 0:
+        raise UsageError(f"--max-failures must be >= 0, got {args.max_failures}")
 
 
 # ------------------------------------------------------------------------------------------ dry run
@@ -137,8 +155,8 @@ def sweep_config(args: argparse.Namespace, space):
     from ray import tune
 
     from .data import DataError, check_dataset
-    from .sweep import SweepConfig, experiment_path
-    from .tracking import TrackingError, check_tracking, default_tracking_uri
+    from .sweep import SweepConfig, experiment_path, setup_changes, training_setup
+    from .tracking import TrackingError, check_tracking, default_tracking_uri, find_parent
 
     gpus = torch.cuda.device_count()
     budget = args.budget or ("full" if gpus else "cpu")
@@ -192,6 +210,7 @@ def sweep_config(args: argparse.Namespace, space):
         if args.max_latency_ms is not None
         else space.constraints.max_latency_ms,
         max_gflops=args.max_gflops if args.max_gflops is not None else space.constraints.max_gflops,
+        max_failures=args.max_failures,
     )
     path = experiment_path(config)
     exists = path.exists() and tune.Tuner.can_restore(str(path))
@@ -202,7 +221,62 @@ def sweep_config(args: argparse.Namespace, space):
             f"a sweep named {config.name!r} already exists in {config.storage_path}; "
             "pass --resume to continue it or choose another --name"
         )
+    try:
+        parent = find_parent(uri, config.experiment, config.name)
+    except Exception as exc:  # noqa: BLE001 - any store failure is the user's store: say it in one line
+        raise UsageError(f"cannot read MLflow at {uri}: {' '.join(str(exc).split())[:300]}") from None
+    if parent is not None:
+        stored = parent.data.tags.get("storage", "")
+        if stored != str(path):  # another sweep folder, or its Ray state is gone: never merge into it
+            raise UsageError(
+                f"sweep name {config.name!r} is taken in MLflow by run {parent.info.run_id} whose Ray state "
+                f"is {stored or 'unknown'}, not {path}: choose another --name"
+            )
+        if args.resume:
+            recorded = {**parent.data.params}
+            # (the sampler and the number of samples are Ray's own state: a resume keeps them anyway)
+            setup = {**training_setup(config), "space_file": space.path}
+            changed = setup_changes(recorded, setup)
+            if changed:
+                raise UsageError(
+                    f"--resume of {config.name!r} would change how its trials train: "
+                    + "; ".join(changed)
+                    + ". Resume with the sweep's own values, or start a new sweep"
+                )
+    elif args.resume:
+        raise UsageError(
+            f"sweep {config.name!r} has Ray state in {path} but no parent run in MLflow experiment "
+            f"{config.experiment!r} at {uri}: resume with the --tracking-uri it started with"
+        )
     return config
+
+
+def start_ray(address: str | None) -> None:
+    """Start a local Ray, or join the cluster at ``address``; an unreachable one is a UsageError, fast."""
+    import socket
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address and address not in ("auto", "local") and "://" not in address:
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=10):
+                pass
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--address {address}: no Ray cluster answers there ({exc})") from None
+    try:
+        ray.init(
+            address=address or "local",  # else Ray joins any cluster `ray start` left on this machine
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        raise UsageError(
+            f"--address {address}: cannot join the Ray cluster: {' '.join(str(exc).split())[:300]}"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,12 +291,13 @@ def main(argv: list[str] | None = None) -> int:
             ultra.setup()
             return dry_run(args, space)
         config = sweep_config(args, space)
+        ultra.setup()
+        start_ray(config.address)  # before anything is written to MLflow
     except (UsageError, SpaceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from .sweep import resolved_budget, run_sweep
 
-    ultra.setup()
     b = resolved_budget(space, config.budget, config.overrides)
     if config.gpus_per_trial == 0 and not config.data:
         print(

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from .frontier import Objective
+from .records import TRIAL_METRICS
 
 __all__ = [
     "BLOCKS",
@@ -331,8 +332,12 @@ def _objectives(path: str, raw: Any) -> tuple[Objective, ...]:
         key = f"objectives.{i}"
         item = _mapping(path, key, item, ("metric", "direction"), ("metric", "direction"))
         metric, direction = item["metric"], item["direction"]
-        if not isinstance(metric, str) or not metric.strip():
-            raise _err(path, f"{key}.metric", f"expected a metric name, got {metric!r}")
+        if metric not in TRIAL_METRICS:
+            raise _err(
+                path,
+                f"{key}.metric",
+                f"no trial reports {metric!r} (objectives may be {', '.join(TRIAL_METRICS)})",
+            )
         if direction not in DIRECTIONS:
             raise _err(
                 path,

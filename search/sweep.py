@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -24,22 +25,32 @@ from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
 from . import ultra  # noqa: F401  (must precede any ultralytics import)
+from .claims import Claims
 from .frontier import (
+    comparable_groups,
     default_reference,
     format_table,
     frontier_table,
     hypervolume,
     plot_frontier,
 )
+from .records import (
+    COST_METRICS,
+    EXPERIMENT,
+    FAILED,
+    INFEASIBLE,
+    LOST,
+    OK,
+    STOPPED,
+    TRAINING,
+    TRIAL_METRICS,
+)
 from .space import Budget, Space, load_space
 from .tracking import SweepTracker, git_commit
 
 LOGGER = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
-EXPERIMENT = "rtdetr-ghost-search"
-REPORT_KEYS = ("map50_95", "map50", "latency_ms", "gflops", "n_params")
-# Status of a trial, as the tag `trial.status` on its child run.
-OK, TRAINING, FAILED, INFEASIBLE, STOPPED = "ok", "training", "failed", "infeasible", "stopped_early"
+REPORT_KEYS = TRIAL_METRICS  # the final metrics a trial reports and its run records
 
 
 class TrialInfeasible(RuntimeError):
@@ -59,6 +70,7 @@ class SweepContext:
     sweep_name: str
     parent_id: str
     out_root: str
+    setup: str = ""  # the training setup's key (see training_setup): results are reused only under the same
     seed: int = 0
     max_latency_ms: float | None = None
     max_gflops: float | None = None
@@ -95,31 +107,105 @@ def resolved_budget(space: Space, name: str, overrides: dict) -> Budget:
     return dataclasses.replace(space.budgets[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
+def training_setup(config: SweepConfig) -> dict[str, str]:
+    """Everything a trained result depends on besides its architecture, as MLflow param values.
+
+    A sweep's results are reused (and the sweep resumed) only under the same setup: every value of
+    the resolved budget, the dataset's identity (yaml path and a fingerprint of its yaml and label
+    files), the seed, the cost constraints and the code version. ``setup_key`` hashes the rest.
+    """
+    import hashlib
+    import json
+
+    from .data import builtin_dataset, dataset_fingerprint
+    from .provenance import code_version
+
+    budget = resolved_budget(config.space, config.budget, config.overrides)
+    values = {
+        "budget": config.budget,
+        **{f"budget.{k}": v for k, v in dataclasses.asdict(budget).items() if k != "name"},
+        "data": config.data or "built-in shapes",
+        "data_fingerprint": dataset_fingerprint(config.data or builtin_dataset()),
+        "seed": config.seed,
+        "max_latency_ms": config.max_latency_ms,
+        "max_gflops": config.max_gflops,
+        "code_version": code_version(),
+    }
+    setup = {k: str(v) for k, v in values.items()}
+    setup["setup_key"] = hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:16]
+    return setup
+
+
+# What a user changes to change a setup value: named when a --resume would change the setup.
+SETUP_FLAGS = {
+    "budget": "--budget",
+    "budget.epochs": "--epochs",
+    "budget.imgsz": "--imgsz",
+    "budget.batch": "--batch",
+    "budget.fraction": "--fraction",
+    "budget.lr0": "--lr0",
+    "data": "--data",
+    "data_fingerprint": "--data (the dataset's files changed)",
+    "seed": "--seed",
+    "max_latency_ms": "--max-latency-ms",
+    "max_gflops": "--max-gflops",
+    "code_version": "the code (ghost_blocks, the trial code, torch or Ultralytics changed)",
+    "space_file": "--space",
+}
+
+
+def setup_changes(recorded: dict[str, str], now: dict[str, str]) -> list[str]:
+    """What differs between a sweep's recorded params and a resume's setup, as the flags to fix."""
+    changed = []
+    for key, value in now.items():
+        if key == "setup_key" or recorded.get(key) == value:
+            continue
+        flag = SETUP_FLAGS.get(key, f"the space's budget value {key}")
+        changed.append(f"{flag} (was {recorded.get(key, 'not recorded')}, now {value})")
+    return list(dict.fromkeys(changed))
+
+
 def _site_params(space: Space, config: dict) -> dict[str, str]:
     return {site.name: config[site.name] for site in space.sites}
 
 
 # ------------------------------------------------------------------------------------------- trial
-def _find_same_arch(tracker: SweepTracker, ctx: SweepContext, arch: str, run_id: str):
-    """The run that trained (or is training) this architecture under this budget in this sweep, if any."""
-    same = [
-        r
-        for r in tracker.children(ctx.parent_id)
-        if r.info.run_id != run_id
-        and r.data.tags.get("arch_hash") == arch
-        and r.data.tags.get("budget") == ctx.budget
-        and "reused_from" not in r.data.tags
-        and r.data.tags.get("trial.status") in (OK, TRAINING, INFEASIBLE)
-    ]
-    return min(same, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
-
-
 def _wait_for(tracker: SweepTracker, run_id: str, poll_s: float):
+    """The run once it has an outcome: its trial status is no longer ``training``, or the run ended."""
     while True:
         run = tracker.client.get_run(run_id)
         if run.data.tags.get("trial.status") != TRAINING or run.info.status in ("FAILED", "KILLED"):
             return run
         time.sleep(poll_s)
+
+
+def _claim(tracker: SweepTracker, claims: Claims, key: str, run_id: str, poll_s: float):
+    """Claim the architecture ``key`` for ``run_id``; returns None when this run is to train it, else the
+    finished run of the trial that trained it (or failed to, by its own error)."""
+    while True:
+        current = claims.holder(key)
+        if current is None:
+            if claims.take(key, run_id, 0):
+                return None
+            continue
+        generation, holder = current
+        if holder == run_id:  # ours: a restarted trial carries on
+            return None
+        if not holder:  # the winner is writing its claim
+            time.sleep(0.1)
+            continue
+        tracker.set_tags(run_id, {"waiting_for": holder})
+        done = _wait_for(tracker, holder, poll_s)
+        status = done.data.tags.get("trial.status")
+        if status in (OK, INFEASIBLE, FAILED, STOPPED) and done.info.status != "KILLED":
+            return done  # an outcome: reuse it
+        # the holder died without an outcome (worker killed, out of memory, node lost): train it ourselves
+        LOGGER.warning(
+            "run %s holding architecture %s died (%s); run %s takes over", holder, key, status, run_id
+        )
+        if claims.take(key, run_id, generation + 1):
+            tracker.set_tags(run_id, {"took_over_from": holder})
+            return None
 
 
 def sweep_trial(config: dict, ctx: SweepContext) -> None:
@@ -129,7 +215,7 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
     from ray import tune
 
     from .materialize import arch_hash, materialize
-    from .trial import TrialFailed, TrialSpec, epochs_in, prepare_data, run_trial, with_classes
+    from .trial import TrialFailed, TrialSpec, prepare_data, run_trial, with_classes
 
     ultra.setup()
     trial_id = tune.get_context().get_trial_id()
@@ -150,12 +236,17 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         ctx.parent_id,
         trial_id,
         params={**params, "arch_hash": arch, "budget": ctx.budget},
-        tags={"arch_hash": arch, "budget": ctx.budget, "mlflow.runName": f"{trial_id} {short}"[:250]},
+        tags={
+            "arch_hash": arch,
+            "budget": ctx.budget,
+            "setup": ctx.setup,
+            "mlflow.runName": f"{trial_id} {short}"[:250],
+        },
         reopen=False,
     )
     previous = tracker.client.get_run(run_id)
     status = previous.data.tags.get("trial.status")
-    if status in (FAILED, INFEASIBLE):  # Ray retried the trial after our own error: same answer
+    if status in (FAILED, INFEASIBLE, LOST):  # Ray retried the trial after its recorded end: same answer
         raise TrialFailed(f"trial already recorded as {status}: {previous.data.tags.get('error', '')}")
     if status == OK and previous.info.status == "FINISHED":  # finished before the driver died: keep it
         final = {k: previous.data.metrics[k] for k in REPORT_KEYS if k in previous.data.metrics}
@@ -164,17 +255,16 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
     if previous.info.status != "RUNNING":
         tracker.client.update_run(run_id, status="RUNNING")
 
-    # No architecture is trained twice: claim it, and if an earlier run holds it, reuse that run's result.
+    # No architecture is trained twice under one setup: the first trial to claim it trains it, the others
+    # wait for its outcome and reuse it; if its worker dies, one of them takes over.
     tracker.set_tags(
         run_id,
-        {"trial.status": TRAINING, "gpu_ids": ",".join(gpu_ids) or "none", "node": node, "device": device},
-    )
-    original = _find_same_arch(tracker, ctx, arch, run_id)
-    if original is not None and (original.info.start_time, original.info.run_id) < (
-        tracker.client.get_run(run_id).info.start_time,
-        run_id,
-    ):
-        done = _wait_for(tracker, original.info.run_id, ctx.poll_s)
+        {"trial.status": TRAINING, "gpu_ids": ",".join(gpu_ids) or "none", "node": node, "device": device,
+         "pid": os.getpid()},
+    )  # fmt: skip
+    claims = Claims(Path(ctx.out_root).parent / "claims")
+    done = _claim(tracker, claims, f"{arch}-{ctx.setup or 'any'}", run_id, ctx.poll_s)
+    if done is not None:
         status = done.data.tags.get("trial.status")
         tracker.set_tags(run_id, {"reused_from": done.info.run_id, "trial.status": status or FAILED})
         if status == INFEASIBLE:
@@ -198,17 +288,19 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            last = Path(d) / "last.pt"
-            if last.exists():
+            if (Path(d) / "last.pt").exists():
                 resume_from = out / "resume" / "last.pt"
                 resume_from.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(last, resume_from)
-                tracker.set_tags(run_id, {"resumed_from_epoch": str(epochs_in(resume_from))})
+                for name in ("last.pt", "best.pt"):  # best.pt: what the final validation scores
+                    if (Path(d) / name).exists():
+                        shutil.copy2(Path(d) / name, resume_from.with_name(name))
+                epoch = json.loads((Path(d) / "epoch.json").read_text())["epoch"]
+                tracker.set_tags(run_id, {"resumed_from_epoch": str(epoch)})
 
     def report(metrics: dict, last_pt: Path | None) -> None:
         # The curves; the objectives are logged once, at the end, from the final validation of best.pt
         # (MLflow shows a metric's value at its highest step, so per-epoch values would shadow it).
-        curves = {k: v for k, v in metrics.items() if k not in REPORT_KEYS and not k.startswith("latency")}
+        curves = {k: v for k, v in metrics.items() if k not in REPORT_KEYS and k not in COST_METRICS}
         tracker.log_metrics(run_id, curves, step=int(metrics["epoch"]))
         extra = {"final": 0, "arch_hash": arch, "gpu_ids": ",".join(gpu_ids)}
         if last_pt is None:
@@ -216,6 +308,9 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
             return
         with tempfile.TemporaryDirectory() as d:
             shutil.copy2(last_pt, Path(d) / "last.pt")
+            if last_pt.with_name("best.pt").exists():
+                shutil.copy2(last_pt.with_name("best.pt"), Path(d) / "best.pt")
+            (Path(d) / "epoch.json").write_text(json.dumps({"epoch": int(metrics["epoch"])}))
             tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(d))
 
     spec = TrialSpec.from_budget(
@@ -235,7 +330,7 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         tracker.set_tags(run_id, {"trial.status": FAILED})
         tracker.finish(run_id, "FAILED", error=error)
         raise
-    cost = {k: result[k] for k in ("latency_ms", "latency_p90_ms", "latency_iqr_ms", "gflops", "n_params")}
+    cost = {k: result[k] for k in COST_METRICS}
     if result["status"] == "infeasible":
         tracker.log_metrics(run_id, cost)
         tracker.set_tags(run_id, {"trial.status": INFEASIBLE, "infeasible": result["reason"]})
@@ -246,7 +341,10 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
     for path in (result["model_yaml"], result["results_csv"], out / "trial.json"):
         if Path(path).exists():
             tracker.log_artifact(run_id, str(path))
-    tracker.set_tags(run_id, {"trial.status": OK, "latency_device": result["latency_device"]})
+    tracker.set_tags(
+        run_id,
+        {"trial.status": OK, "latency_device": result["latency_device"], "weights": result["weights"]},
+    )
     tracker.finish(run_id)
     tune.report({**final, "final": 1, "arch_hash": arch, "gpu_ids": ",".join(gpu_ids)})
 
@@ -335,6 +433,7 @@ def trial_rows(tracker: SweepTracker, parent_id: str, space: Space) -> list[dict
                 "arch_hash": tags.get("arch_hash", ""),
                 **{k: metrics.get(k) for k in REPORT_KEYS},
                 "n_params": int(metrics.get("n_params", 0)),
+                "latency_device": tags.get("latency_device", ""),
                 "params": params,
                 "label": "base" if all(v == "keep" for v in params.values()) else "",
             }
@@ -392,7 +491,13 @@ def finalize(
         )
         artifacts += [out_dir / "frontier.png", out_dir / "frontier.html"]
         directions = [o.direction for o in objectives]
-        points = [[r[o.metric] for o in objectives] for r in rows]
+        groups = comparable_groups(rows, objectives)
+        if len(groups) > 1:  # latencies of different devices are never compared: the largest group's
+            device, rows_hv = max(groups.items(), key=lambda kv: len(kv[1]))
+            tracker.set_tags(parent_id, {"hypervolume.latency_device": device})
+        else:
+            rows_hv = rows
+        points = [[r[o.metric] for o in objectives] for r in rows_hv]
         reference = default_reference(points, directions)
         logged = {m.step for m in tracker.client.get_metric_history(parent_id, "hypervolume")}
         for i in range(1, len(points) + 1):
@@ -408,14 +513,26 @@ def finalize(
 
 
 def frontier_text(front: list[dict], space: Space) -> str:
+    """The frontier as a text table; one table per latency device when latencies of several are there."""
     if not front:
         return "no finished trial: the frontier is empty"
     cols = ["trial_id", *[o.metric for o in space.objectives], "n_params", "arch_hash", "choices"]
-    shown = [
-        {**r, "choices": " ".join(f"{k}={v}" for k, v in r["params"].items() if v != "keep") or "(base)"}
-        for r in front
-    ]
-    return format_table(shown, cols)
+    groups = comparable_groups(front, list(space.objectives))
+    parts = []
+    if len(groups) > 1:
+        parts.append(
+            f"latency was measured on {len(groups)} devices and is never compared across them: "
+            "one frontier per device"
+        )
+    for device, rows in groups.items():
+        shown = [
+            {**r, "choices": " ".join(f"{k}={v}" for k, v in r["params"].items() if v != "keep") or "(base)"}
+            for r in rows
+        ]
+        if len(groups) > 1:
+            parts.append(f"latency device {device}:")
+        parts.append(format_table(shown, cols))
+    return "\n".join(parts)
 
 
 # -------------------------------------------------------------------------------------- progress
@@ -473,8 +590,12 @@ class TrialRecord:
         return run.data.tags.get("error") if run is not None else None
 
 
-class StoppedEarly(Callback):
-    """Tag trials a scheduler stopped before their budget, and close their runs."""
+class TrialOutcomes(Callback):
+    """Record the outcomes a trial cannot record itself: stopped early by the scheduler, or lost.
+
+    A trial whose worker died (SIGKILL, out of memory, node lost) after Ray's last retry never ends its
+    run: mark it FAILED with status ``lost``, so a trial waiting for that architecture takes it over.
+    """
 
     def __init__(self, record: TrialRecord) -> None:
         self.record = record
@@ -486,6 +607,27 @@ class StoppedEarly(Callback):
         if run is not None and run.data.tags.get("trial.status") == TRAINING:
             tracker.set_tags(run.info.run_id, {"trial.status": STOPPED, "stopped_early": "true"})
             tracker.finish(run.info.run_id, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        tracker, run = self.record.run(trial.trial_id)
+        if run is None or run.data.tags.get("trial.status") not in (None, TRAINING):
+            return  # the trial recorded its own outcome (a failure it caught, infeasible, ...)
+        tracker.set_tags(run.info.run_id, {"trial.status": LOST})
+        tracker.finish(
+            run.info.run_id,
+            "FAILED",
+            error=f"the trial's worker died before the trial recorded an outcome (killed, out of memory or "
+            f"its node lost), after {trial.num_failures} tries: {_last_line(trial.error_file)}",
+        )
+
+
+def _last_line(error_file: str | None) -> str:
+    """The last line of Ray's error file for a trial (the exception), or a placeholder."""
+    try:
+        lines = [ln for ln in Path(error_file).read_text().splitlines() if ln.strip()] if error_file else []
+    except OSError:
+        lines = []
+    return lines[-1][:500] if lines else "no error text"
 
 
 def experiment_path(config: SweepConfig) -> Path:
@@ -503,6 +645,9 @@ def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> list[d
     path = experiment_path(config)
     tracker = SweepTracker(config.tracking_uri, config.experiment)
     budget = resolved_budget(space, config.budget, config.overrides)
+    if not ray.is_initialized():
+        raise RuntimeError("run_sweep needs a running Ray: call ray.init() (the CLI does) first")
+    setup = training_setup(config)
     parent_id = tracker.parent(
         config.name,
         params={
@@ -510,11 +655,8 @@ def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> list[d
             "space_file": space.path,
             "base": space.base,
             "sampler": config.sampler,
-            "seed": config.seed,
             "samples": config.samples,
-            "budget": config.budget,
-            **{f"budget.{k}": v for k, v in dataclasses.asdict(budget).items() if k != "name"},
-            "data": config.data or "built-in shapes",
+            **setup,
             "scheduler": config.scheduler or "none",
             "git_commit": git_commit() or "unknown",
         },
@@ -531,19 +673,13 @@ def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> list[d
         sweep_name=config.name,
         parent_id=parent_id,
         out_root=str(path / "trials"),
+        setup=setup["setup_key"],
         seed=config.seed,
         max_latency_ms=config.max_latency_ms,
         max_gflops=config.max_gflops,
     )
 
     record = TrialRecord(config.tracking_uri, config.experiment, parent_id)
-    if not ray.is_initialized():
-        ray.init(
-            address=config.address or "local",  # else Ray joins any cluster `ray start` left on this machine
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-        )
     resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx), resources)
     run_config = tune.RunConfig(
@@ -552,7 +688,7 @@ def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> list[d
         verbose=0,
         callbacks=[
             Progress(say, space.objectives, config.samples, where),
-            StoppedEarly(record),
+            TrialOutcomes(record),
         ],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=config.max_failures),
@@ -573,6 +709,9 @@ def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> list[d
                 mode="max" if main.direction == "maximize" else "min",
                 max_t=budget.epochs,
                 grace_period=max(1, budget.epochs // 4),
+                # a trial that survives every rung runs to its end: Ray's default stops it at max_t, inside
+                # its last report and before the final validation of best.pt, so no trial would finish
+                stop_last_trials=False,
             )
         tuner = tune.Tuner(
             trainable,

@@ -37,6 +37,7 @@ __all__ = [
     "TrackingError",
     "check_tracking",
     "default_tracking_uri",
+    "find_parent",
     "git_commit",
     "sanitize_metric_name",
     "sanitize_metrics",
@@ -193,6 +194,28 @@ def check_tracking(uri: str, timeout_s: float = 10) -> None:
     _check_folder(uri, path.parent if kind == "sqlite" else path)
     if kind == "sqlite" and path.exists() and not (path.is_file() and os.access(path, os.R_OK | os.W_OK)):
         raise TrackingError(f"MLflow tracking store {uri}: {path} is not a readable and writable file")
+
+
+def find_parent(uri: str, experiment: str, sweep_name: str) -> mlflow.entities.Run | None:
+    """The parent run of the sweep ``sweep_name``, looked up without writing anything; None if none.
+
+    A sqlite store that does not exist yet is not created.
+    """
+    local = _local_store_path(uri)
+    if local is not None and local[0] == "sqlite" and local[1] is not None and not local[1].exists():
+        return None
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    found = client.search_runs(
+        [exp.experiment_id],
+        f"tags.`{_SWEEP_NAME}` = {_quote(sweep_name)} AND tags.`{_SWEEP_ROLE}` = 'parent'",
+        run_view_type=mlflow.entities.ViewType.ACTIVE_ONLY,
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    return found[0] if found else None
 
 
 # --------------------------------------------------------------------------- names and values

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import math
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -128,20 +129,52 @@ def _warm_start(model, weights: str) -> dict[str, int]:
     return counts
 
 
-def epochs_in(checkpoint: Path) -> int:
-    """Epochs an Ultralytics training checkpoint has completed."""
-    import torch
+def safe_checkpoint(checkpoint: Path, model) -> dict:
+    """Load an Ultralytics checkpoint of ``model``'s architecture without running arbitrary pickled code.
 
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=False).get("epoch", -1)) + 1
+    Checkpoints read back from sweep storage may come from a shared folder, and Ultralytics unpickles
+    them in full. This loads with ``weights_only=True``, allowing only tensors, plain containers and
+    the module classes ``model`` itself is made of (plus Ultralytics' argument namespace), so a file
+    holding anything else is refused before Ultralytics ever opens it.
+
+    Raises:
+        TrialFailed: the file cannot be read or holds other objects.
+    """
+    import pickle
+
+    import torch
+    from ultralytics.utils import IterableSimpleNamespace
+
+    allowed = {type(m) for m in model.modules()} | {IterableSimpleNamespace}
+    try:
+        with torch.serialization.safe_globals(sorted(allowed, key=lambda t: t.__qualname__)):
+            return torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrialFailed(
+            f"checkpoint {checkpoint} is not a plain checkpoint of this architecture, refusing to load it: {first}"
+        ) from exc
+
+
+def epochs_in(checkpoint: Path, model) -> int:
+    """Epochs an Ultralytics training checkpoint of ``model``'s architecture has completed (loaded safely)."""
+    return int(safe_checkpoint(checkpoint, model).get("epoch", -1)) + 1
 
 
 def _validate(weights: Path, train_args: dict) -> dict:
-    """Ultralytics' validation of a checkpoint on the dataset's val split, as a metrics dict."""
+    """Ultralytics' validation of a checkpoint on the dataset's val split, as a metrics dict.
+
+    Like the trainer's own final validation: twice the training batch.
+    """
     from ultralytics import RTDETR
 
-    keys = ("data", "imgsz", "batch", "device", "workers", "project")
+    keys = ("data", "imgsz", "device", "workers", "project")
     metrics = RTDETR(str(weights)).val(
-        **{k: train_args[k] for k in keys}, name="val", exist_ok=True, plots=False
+        **{k: train_args[k] for k in keys},
+        batch=train_args["batch"] * 2,
+        name="val",
+        exist_ok=True,
+        plots=False,
     )
     return dict(metrics.results_dict)
 
@@ -153,7 +186,9 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
         spec: the architecture, budget and where to write.
         report: called after every epoch with the epoch's metrics (mAP and the cost metrics) and the
             path of Ultralytics' ``last.pt`` for that epoch.
-        resume_from: a ``last.pt`` of an interrupted run of this trial to continue from.
+        resume_from: a ``last.pt`` of an interrupted run of this trial to continue from; the run's
+            ``best.pt`` so far, when there is one, lies beside it. Both are loaded safely (see
+            :func:`safe_checkpoint`) before Ultralytics opens them.
 
     Returns:
         The result: ``status`` is ``ok`` or ``infeasible`` (over a cost constraint, not trained).
@@ -257,10 +292,29 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
         **spec.train_args,
     }
     train_start = time.perf_counter()
-    done = epochs_in(resume_from) if resume_from is not None else 0
+    run_dir = out / "train"
+    scored = run_dir / "weights" / "best.pt"  # what Ultralytics' final validation scores
+    done = 0
+    if resume_from is not None:
+        resume_from = Path(resume_from)
+        done = epochs_in(resume_from, model.model)
+        result["resumed_from_epoch"] = done
+        best = resume_from.with_name("best.pt")
+        if best.exists():
+            safe_checkpoint(best, model.model)
+            if best.resolve() != scored.resolve():
+                scored.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(best, scored)  # the resumed trainer keeps it, or replaces it when it does better
     if done >= spec.epochs:  # interrupted after its last epoch, before the final validation
         state["epochs_done"] = done
-        state["final"] = _validate(resume_from, train_args)
+        if not scored.exists():  # no best.pt was kept: the last epoch's weights are all there is
+            LOGGER.warning("no best.pt beside %s: scoring the last epoch's weights", resume_from)
+            scored = resume_from
+        else:
+            from ultralytics.utils.torch_utils import strip_optimizer
+
+            strip_optimizer(scored)  # as the trainer does before its final validation
+        state["final"] = _validate(scored, train_args)
     else:
         if resume_from is not None:
             train_args["resume"] = str(resume_from)
@@ -275,7 +329,6 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
     final = state["final"]
     if not final or not _finite(final.get(MAP_KEY)):
         raise TrialFailed("training ended without a validation mAP")
-    run_dir = out / "train"
     result.update(
         status="ok",
         map50_95=float(final[MAP_KEY]),
@@ -284,7 +337,7 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
         train_s=train_s,
         total_s=time.perf_counter() - started,
         results_csv=str(run_dir / "results.csv"),
-        weights=str(run_dir / "weights" / "best.pt"),
+        weights=str(scored),  # the checkpoint the reported mAP was scored on
         last=str(run_dir / "weights" / "last.pt"),
     )
     (out / "trial.json").write_text(json.dumps(result, indent=2))

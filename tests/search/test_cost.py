@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from ultralytics import RTDETR
 from ultralytics.utils.torch_utils import get_flops, get_num_params
@@ -75,3 +76,47 @@ def test_two_processes_never_time_each_other(tmp_path):
     assert all(p.returncode == 0 for p in procs)
     (a0, a1), (b0, b1) = windows
     assert a1 <= b0, f"measurements overlapped: {windows}"
+
+
+def test_cost_cache_is_not_served_across_a_code_change(tmp_path, monkeypatch):
+    """A change to the blocks' code, torch or Ultralytics changes the code version: costs are measured again."""
+    import search.provenance
+
+    monkeypatch.setattr("search.cost.CACHE", tmp_path)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+    assert measure_cost(net, "abc123", latency_imgsz=32)["cost_cached"] is False
+    assert measure_cost(net, "abc123", latency_imgsz=32)["cost_cached"] is True
+    search.provenance.code_version.cache_clear()
+    monkeypatch.setattr("search.provenance._PACKAGES", ("torch", "ultralytics-opencv-headless", "numpy"))
+    try:
+        assert measure_cost(net, "abc123", latency_imgsz=32)["cost_cached"] is False
+    finally:
+        search.provenance.code_version.cache_clear()
+
+
+def _shipped_single_changes():
+    from search.space import list_spaces, load_space
+
+    for name in list_spaces():
+        space = load_space(name)
+        for site in space.sites:
+            for choice in site.choices:
+                if choice.op != "keep":
+                    yield pytest.param(name, site.name, choice.name, id=f"{name}-{site.name}-{choice.name}")
+
+
+@pytest.mark.parametrize(("space_name", "site", "choice"), list(_shipped_single_changes()))
+def test_gflops_equal_a_direct_count_at_640_for_every_shipped_site_and_choice(space_name, site, choice):
+    """Ultralytics' get_flops extrapolates from 1-stride-high inputs, where the gate at P5 skips its pooling;
+    the figure must be the one a direct count of the real 640x640 forward pass gives (cpu proxy: fast)."""
+    import thop
+    from ultralytics.nn.tasks import RTDETRDetectionModel
+
+    from search.materialize import materialize
+    from search.space import load_space
+
+    space = load_space(space_name)
+    model_yaml, _ = materialize(space, {site: choice}, budget=space.budgets["cpu"])
+    deployed = deploy_form(RTDETRDetectionModel(model_yaml, verbose=False))
+    direct = thop.profile(deployed, inputs=[torch.empty(1, 3, 640, 640)], verbose=False)[0] / 1e9 * 2
+    assert model_cost(deployed)["gflops"] == pytest.approx(direct, rel=1e-12)

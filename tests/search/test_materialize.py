@@ -314,3 +314,69 @@ def test_contract_every_space_point_builds(name):
     if name == "modes":  # the ablation trains at full size: its rows must build as written
         for params in space.points():
             _build(materialize(space, params)[0])
+
+
+# A small base holding every layer type one of our blocks may replace.
+ARITY_BASE = {
+    "nc": 3,
+    "backbone": [
+        [-1, 1, "Conv", [16, 3, 2]],  # 0
+        [-1, 1, "HGBlock", [8, 32, 3]],  # 1
+        [-1, 1, "RepNCSPELAN4", [32, 32, 16, 1]],  # 2
+    ],
+    "head": [
+        [-1, 1, "RepC3", [40]],  # 3
+        [-1, 1, "Conv", [8, 1, 1]],  # 4
+    ],
+}
+ARITIES = [  # (op, layer, block, args): every arity of args that validation accepts, and derived args
+    *[("replace", 4, "GhostModuleV3", a) for a in (None, [8], [8, 3], [8, 3, 1])],
+    *[("insert", 0, "GhostModuleV3", a) for a in (None, [16], [16, 3], [16, 3, 1])],
+    *[("replace", 1, "HGBlockGhostV3", a) for a in (None, [8, 32], [8, 32, 3], [8, 32, 3, True], [8, 32, 3, True, False])],
+    *[("replace", 3, "RepC3GhostV3", a) for a in (None, [40], [40, 0.5])],
+    *[("replace", 2, "RepNCSPELAN4GhostV3", a) for a in (None, [32, 32, 16], [32, 32, 16, 1])],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["ori", "ori_shortcut_mul_conv15"])
+@pytest.mark.parametrize(("op", "layer", "block", "args"), ARITIES)
+def test_every_accepted_arity_builds_a_model_whose_blocks_carry_the_chosen_mode(op, layer, block, args, mode):
+    """Built, not read from the yaml: `args: [c2, k]` once put the mode in GhostModuleV3's stride."""
+    from ultralytics.nn.tasks import parse_model
+
+    import ghost_blocks
+
+    ghost_blocks.register()
+    choice = {"op": op, "block": block, "mode": mode, **({"args": args} if args is not None else {})}
+    data = {
+        "name": "arity",
+        "base": "small.yaml",
+        "objectives": [{"metric": "map50_95", "direction": "maximize"}],
+        "budgets": {
+            "cpu": {"epochs": 1, "imgsz": 64, "batch": 2},
+            "full": {"epochs": 1, "imgsz": 64, "batch": 2},
+        },
+        "sites": {"s": {"layer": layer, "choices": {"keep": "keep", "x": choice}}},
+    }
+    space = parse_space(data, "spaces/arity.yaml", base_yaml=ARITY_BASE)
+    model_yaml, _ = materialize(space, {"s": "x"})
+    model, _ = parse_model(copy.deepcopy(model_yaml), ch=3, verbose=False)
+    ghosts = [m for m in model.modules() if isinstance(m, ghost_blocks.GhostModuleV3)]
+    assert ghosts and all(g.mode == mode for g in ghosts)
+    if block == "GhostModuleV3" and args is not None:
+        g = ghosts[0]
+        assert (g.c2, g.k, g.s) == (args[0], args[1] if len(args) > 1 else 1, args[2] if len(args) > 2 else 1)
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, 32, 32))
+
+
+def test_a_mode_in_ghostmodulev3_kernel_or_stride_is_refused_by_name():
+    from ultralytics.nn.tasks import parse_model
+
+    import ghost_blocks
+
+    ghost_blocks.register()
+    bad = copy.deepcopy(ARITY_BASE)
+    bad["head"][1] = [-1, 1, "GhostModuleV3", [8, 3, "ori"]]
+    with pytest.raises(ValueError, match="s must be an int, got 'ori'"):
+        parse_model(bad, ch=3, verbose=False)

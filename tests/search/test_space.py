@@ -361,6 +361,16 @@ BAD = {
         "duplicate metric 'map50_95'",
     ),
     "no objectives": (_set("objectives", []), "objectives", "non-empty list"),
+    "objective no trial reports": (
+        _set("objectives.1.metric", "latency_p99_ms"),
+        "objectives.1.metric",
+        "no trial reports 'latency_p99_ms' (objectives may be map50_95, map50, latency_ms, latency_p90_ms",
+    ),
+    "objective typo": (
+        _set("objectives.0.metric", "map5095"),
+        "objectives.0.metric",
+        "no trial reports 'map5095'",
+    ),
     "unknown objective key": (_set("objectives.0.weight", 1), "objectives.0.weight", "unknown key"),
     "unknown constraint": (_set("constraints.max_params", 3), "constraints.max_params", "unknown key"),
     "negative constraint": (_set("constraints.max_gflops", -1), "constraints.max_gflops", "positive number"),

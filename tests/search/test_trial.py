@@ -68,10 +68,26 @@ def test_map_comes_from_a_real_ultralytics_validation(trained):
 
 
 def test_the_trial_trains_the_deploy_form_it_costs(trained):
+    """The trained checkpoint's deploy form has exactly the parameters and GFLOPs the trial reported."""
+    from search.cost import deploy_form, model_cost
+
     result, _ = trained
     model_yaml = yaml.safe_load(Path(result["model_yaml"]).read_text())
     assert model_yaml["nc"] == 3  # the model is built for the dataset's classes
-    assert model_yaml["backbone"][5][2] == "GhostModuleV3"
+    trained_model = RTDETR(result["weights"]).model.float()
+    assert trained_model.yaml["backbone"][5][2] == "GhostModuleV3"
+    cost = model_cost(deploy_form(trained_model))
+    assert cost["n_params"] == result["n_params"]
+    assert cost["gflops"] == pytest.approx(result["gflops"], rel=1e-9)
+
+
+def test_every_metric_an_objective_may_name_is_reported(trained):
+    """The list objectives are checked against is what a trial really reports, at the end and each epoch."""
+    from search.records import TRIAL_METRICS
+
+    result, out = trained
+    assert set(TRIAL_METRICS) <= set(result)
+    assert all(isinstance(result[k], (int, float)) for k in TRIAL_METRICS)
 
 
 def test_reports_carry_every_objective_each_epoch_and_warm_start_counts(trained, tmp_path):
@@ -91,7 +107,9 @@ def test_reports_carry_every_objective_each_epoch_and_warm_start_counts(trained,
     got = run_trial(spec, report=lambda metrics, last: reports.append((metrics, last)))
     assert len(reports) == 1
     metrics, last = reports[0]
-    for key in ("map50_95", "map50", "latency_ms", "gflops", "n_params"):
+    from search.records import TRIAL_METRICS
+
+    for key in TRIAL_METRICS:
         assert key in metrics
     assert metrics["epoch"] == 1 and last is not None and last.name == "last.pt"
     # ori and gate share every tensor but the gate's shortcut branch, which starts fresh
@@ -154,3 +172,81 @@ def test_bad_flags_exit_2(tmp_path):
     assert trial_cli("--space", "modes", "--params", '{"stage3": "nope"}').returncode == 2
     assert trial_cli("--space", "modes", "--epochs", "0").returncode == 2
     assert trial_cli("--model-yaml", str(tmp_path / "none.yaml")).returncode == 2
+
+
+def _epoch_checkpoints(tmp_path: Path) -> tuple[dict, dict[int, Path]]:
+    """A 2-epoch trial that keeps a copy of last.pt after each epoch, as the sweep's checkpoints do."""
+    import shutil
+
+    space = load_space("modes")
+    model_yaml, _ = materialize(space, {"stage3": "keep"}, budget=space.budgets["cpu"])
+    kept: dict[int, Path] = {}
+
+    def keep(metrics, last):
+        kept[int(metrics["epoch"])] = Path(shutil.copy2(last, tmp_path / f"last{int(metrics['epoch'])}.pt"))
+
+    spec = TrialSpec(
+        model_yaml=model_yaml, out=tmp_path / "t", epochs=2, imgsz=64, batch=8, fraction=0.25,
+        train_args={"nbs": 8},  # an optimizer step per batch: each epoch's weights differ
+    )  # fmt: skip
+    return {"spec": spec, "result": run_trial(spec, report=keep)}, kept
+
+
+def test_a_trial_resumed_after_its_last_epoch_is_scored_on_its_best_checkpoint(tmp_path):
+    """Interrupted after the last epoch, before the final validation: the best.pt kept beside last.pt is
+    scored (as an uninterrupted trial would), and the recorded weights are the file that was scored."""
+    import hashlib
+    import shutil
+
+    first, kept = _epoch_checkpoints(tmp_path)
+    resume = tmp_path / "resume"
+    resume.mkdir()
+    shutil.copy2(kept[2], resume / "last.pt")
+    shutil.copy2(kept[1], resume / "best.pt")  # say epoch 1 was the best: a file that differs from last.pt
+    spec = first["spec"]
+    spec.out = tmp_path / "again"
+    got = run_trial(spec, resume_from=resume / "last.pt")
+    assert got["epochs_done"] == 2 and got["resumed_from_epoch"] == 2
+    weights = Path(got["weights"])
+    assert weights.is_file() and weights.name == "best.pt" and weights != resume / "last.pt"
+    expected = RTDETR(str(weights)).val(
+        data=got["data"], imgsz=64, batch=16, device="cpu", plots=False, project=str(tmp_path), name="check"
+    )
+    assert got["map50_95"] == pytest.approx(expected.box.map, abs=1e-9)
+    # the scored file holds epoch 1's weights, not the last epoch's
+    digest = lambda m: hashlib.sha256(b"".join(t.float().numpy().tobytes() for t in m.state_dict().values()))  # noqa: E731
+    scored = RTDETR(str(weights)).model
+    assert digest(scored).hexdigest() == digest(RTDETR(str(kept[1])).model).hexdigest()
+    assert digest(scored).hexdigest() != digest(RTDETR(str(kept[2])).model).hexdigest()
+
+
+def test_a_checkpoint_holding_foreign_objects_is_refused_before_ultralytics_opens_it(tmp_path):
+    """Sweep storage may be shared: a checkpoint with anything but tensors and the model's own classes
+    is never unpickled."""
+    import os
+
+    from search.trial import safe_checkpoint
+
+    space = load_space("modes")
+    model_yaml = with_classes(materialize(space, {"stage3": "ori"}, budget=space.budgets["cpu"])[0], 3)
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(model_yaml))
+    model = RTDETR(str(tmp_path / "m.yaml"))
+    model.save(str(tmp_path / "plain.pt"))
+    assert safe_checkpoint(tmp_path / "plain.pt", model.model)["model"] is not None
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    torch.save({"epoch": 1, "model": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(TrialFailed, match="refusing to load"):
+        safe_checkpoint(tmp_path / "evil.pt", model.model)
+    assert not marker.exists()
+    resume = tmp_path / "r"
+    resume.mkdir()
+    (resume / "last.pt").write_bytes((tmp_path / "evil.pt").read_bytes())
+    spec = TrialSpec(model_yaml=model_yaml, out=tmp_path / "t", epochs=1, imgsz=64, batch=8, fraction=0.25)
+    with pytest.raises(TrialFailed, match="refusing to load"):
+        run_trial(spec, resume_from=resume / "last.pt")
+    assert not marker.exists()
