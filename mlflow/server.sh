@@ -55,10 +55,13 @@ if [[ -n "${MLFLOW_WORKERS:-}" ]]; then
     workers=(--workers "$MLFLOW_WORKERS")
 fi
 
+# The backend store URI may hold a database password: it reaches the server through the environment
+# (mlflow server reads MLFLOW_BACKEND_STORE_URI), never the command line, where `ps` shows it to every user.
+export MLFLOW_BACKEND_STORE_URI="$backend"
+
 # `python -m` puts the working directory first on sys.path; that is safe even in the repo root because
 # mlflow/ here holds no Python files (a regular package in site-packages wins over a bare folder).
 exec "$py" -m mlflow server \
-    --backend-store-uri "$backend" \
     --serve-artifacts \
     --artifacts-destination "$artifacts" \
     --host "$host" \

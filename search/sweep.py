@@ -273,10 +273,11 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
                 f"same architecture as run {done.info.run_id}, which is over the cost constraints"
             )
         if status != OK:
-            tracker.finish(
-                run_id, "FAILED", error=f"same architecture as run {done.info.run_id}, which is {status}"
-            )
-            raise TrialFailed(f"same architecture as run {done.info.run_id}, which is {status}")
+            why = f"same architecture as run {done.info.run_id}, which is {status}"
+            if done.data.tags.get("error"):
+                why += f": {done.data.tags['error']}"
+            tracker.finish(run_id, "FAILED", error=why)
+            raise TrialFailed(why)
         final = {k: done.data.metrics[k] for k in REPORT_KEYS if k in done.data.metrics}
         tracker.log_metrics(run_id, final)
         tracker.finish(run_id)

@@ -42,3 +42,22 @@ def test_server_logs_and_returns_a_run(server: str, tmp_path: Path) -> None:
     local = Path(client.download_artifacts(run_id, "note.txt", str(tmp_path / "down")))
     assert local.read_text() == "ghost v3\n"
     assert list((tmp_path / "art").rglob("note.txt"))
+
+
+def test_the_backend_store_uri_never_reaches_a_command_line(tmp_path: Path) -> None:
+    """A PostgreSQL URI holds the database password: `ps` shows every process's command line to every user."""
+    secret = "S3cretPw"
+    store = tmp_path / secret
+    store.mkdir()
+    with mlflow_server(
+        tmp_path, f"sqlite:///{store / 'db'}", tmp_path / "art", startup_limit_s=STARTUP_LIMIT_S
+    ):
+        lines = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:  # a process that ended meanwhile
+                continue
+        servers = [line for line in lines if " -m mlflow server" in line]  # server.sh execs this
+        assert servers, "the server's processes are visible"
+        assert not [line for line in lines if secret in line]

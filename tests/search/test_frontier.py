@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from search.frontier import (
     Objective,
+    comparable_groups,
     default_reference,
     dominates,
     format_table,
@@ -280,9 +281,36 @@ def test_plot_frontier_writes_offline_files(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     doc = page.read_text(encoding="utf-8")
     assert doc.count("<svg") == 2
-    assert "unmodified base" in doc and "trial_id: 1" in doc and "params.w: 0.5" in doc
+    assert "trial_id: 1" in doc and "params.w: 0.5" in doc
+    assert doc.count('class="hl" fill="#e6b800"') == 2  # the base row, drawn highlighted in both panels
     assert "demo &lt;run&gt;" in doc
     assert re.search(r"<script[^>]*src\s*=\s*[\"']?https?://", doc, re.I) is None
     assert "http://" not in doc and "https://" not in doc
     with pytest.raises(ValueError):
         plot_frontier(rows, objectives[:1], png, page)
+
+
+def test_latencies_of_different_devices_are_never_compared():
+    """On a cluster a trial's latency is its node's: a fast GPU would 'dominate' every trial timed on a slow
+    one. Each device gets its own frontier, and the text says so."""
+    from search.space import load_space
+    from search.sweep import frontier_text
+
+    objectives = [Objective("map50_95", "maximize"), Objective("latency_ms", "minimize")]
+    rows = [
+        {"trial_id": "a1", "map50_95": 0.40, "latency_ms": 30.0, "latency_device": "cpu:slow"},
+        {"trial_id": "a2", "map50_95": 0.30, "latency_ms": 20.0, "latency_device": "cpu:slow"},
+        {"trial_id": "b1", "map50_95": 0.41, "latency_ms": 3.0, "latency_device": "cuda:fast"},
+        {"trial_id": "b2", "map50_95": 0.20, "latency_ms": 4.0, "latency_device": "cuda:fast"},
+    ]
+    front = [r["trial_id"] for r in frontier_table(rows, objectives)]
+    assert sorted(front) == ["a1", "a2", "b1"]  # mixed, b1 would dominate both a1 and a2
+    assert set(comparable_groups(rows, objectives)) == {"cpu:slow", "cuda:fast"}
+    # without a latency objective, GFLOPs and mAP compare across devices
+    assert [r["trial_id"] for r in frontier_table(rows, [Objective("map50_95", "maximize")])] == ["b1"]
+    space = load_space("modes")
+    shown = [
+        {**r, "params": {"stage3": "keep"}, "gflops": 1.0, "n_params": 1, "arch_hash": "h"} for r in rows
+    ]
+    text = frontier_text(frontier_table(shown, list(space.objectives)), space)
+    assert "never compared across them" in text and "latency device cpu:slow:" in text

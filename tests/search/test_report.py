@@ -113,7 +113,7 @@ def test_self_contained_with_every_section(placements):
         _fmt(getattr(space.budgets["cpu"], f.name)) for f in fields(Budget)
     ] + ["True"]
     assert len(Tables(doc).find(id="sites")) == len(space.sites)
-    assert "GhostModuleV3" in doc and str(space.size) in doc
+    assert any("GhostModuleV3" in cells[3][0] for cells in Tables(doc).find(id="sites"))
 
 
 def test_frontier_rows_and_base_marker(placements):
@@ -122,15 +122,18 @@ def test_frontier_rows_and_base_marker(placements):
     front = frontier_table(rows, objectives)
     shown = [cells[0][0] for cells in Tables(doc).find(id="frontier")]
     assert shown == [r["trial_id"] for r in front]
-    assert BASE_TEXT in doc and "large marker" in doc
+    assert f"{BASE_TEXT}: large marker" in doc
     assert f"{HAND_TEXT}: not among these trials" in doc.replace("&#x27;", "'")
+    # the base is drawn as a highlighted marker in both scatter panels (mAP vs latency, mAP vs GFLOPs)
+    assert doc.count('class="hl" fill="#e6b800"') == 2 and 'class="hl" fill="#2ca02c"' not in doc
 
 
 def test_hand_marker_by_hash_or_label(modes):
     space, rows = modes
     budget = space.budgets["cpu"]
     by_hash = sweep_report(space, budget, rows, hand_placement={rows[1]["arch_hash"]: "by hand <L5>"})
-    assert "by hand &lt;L5&gt;: large marker" in by_hash and BASE_TEXT in by_hash
+    assert "by hand &lt;L5&gt;: large marker" in by_hash and f"{BASE_TEXT}: large marker" in by_hash
+    assert by_hash.count('class="hl" fill="#e6b800"') == 2 and by_hash.count('class="hl" fill="#2ca02c"') == 2
     assert rows[1]["label"] == ""  # the input rows are not changed
     trials = Tables(by_hash).find(id="trials")
     assert [c[1][0] for c in trials] == ["base", "hand", ""]

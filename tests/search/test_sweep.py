@@ -112,7 +112,17 @@ def test_frontier_is_tagged_and_attached_to_the_parent(grid_sweep):
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"pareto.csv", "frontier.png", "frontier.html", "report.html"} <= artifacts
     report = Path(client.download_artifacts(parent.info.run_id, "report.html", str(tmp))).read_text()
-    assert "hand" in report and "base" in report  # the modes space holds both marked points
+    # the modes grid trains both marked points: the report finds them among its trials and marks them
+    from search.report import BASE_TEXT, HAND_TEXT
+
+    report = report.replace("&#x27;", "'")
+    assert f"{BASE_TEXT}: large marker" in report and f"{HAND_TEXT}: large marker" in report
+    assert "not among these trials" not in report
+    from tests.search.test_report import Tables
+
+    labels = {cells[-2][0]: cells[1][0] for cells in Tables(report).find(id="trials")}
+    assert labels == {"(base)": "base", "stage3=ori": "hand", "stage3=gate": ""}
+    assert report.count('class="hl" fill="#e6b800"') == 2 and report.count('class="hl" fill="#2ca02c"') == 2
     for child in children:  # the objectives are the final validation's, logged once
         assert len(client.get_metric_history(child.info.run_id, "map50_95")) == 1
     csv_text = Path(client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp))).read_text()
@@ -164,13 +174,22 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on_without_training_an_a
         (["--space", "modes", "--tracking-uri", "http://127.0.0.1:9"], "unreachable"),
         (["--space", "modes", "--resume"], "--name"),
         (["--space", "modes", "--resume", "--name", "never"], "no sweep named"),
+        (["--space", "modes", "--gpus-per-trial", "2"], "--gpus-per-trial must be at most 1"),
+        (["--space", "modes", "--address", "127.0.0.1:9"], "no Ray cluster answers"),
+        (["--space", "modes", "--max-failures", "-1"], "--max-failures"),
+        (["--space", "BADOBJ"], "objectives may be"),
     ],
 )
 def test_bad_input_exits_2_before_anything_is_written(tmp_path, args, needle):
+    if "BADOBJ" in args:  # a space whose objective no trial reports
+        bad = tmp_path / "badobj.yaml"
+        bad.write_text(FAIL_SPACE.replace("metric: latency_ms", "metric: latency_p99_ms"))
+        args = [str(bad) if a == "BADOBJ" else a for a in args]
     cmd = [sys.executable, "-m", "search.run", "--storage-path", str(tmp_path / "ray"), *args]
     if "--tracking-uri" not in args:
         cmd += ["--tracking-uri", uri(tmp_path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    # an unreachable Ray cluster must not hang on Ray's connection retries: refused within a minute
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60 if "--address" in args else 300)
     assert done.returncode == 2, done.stderr[-2000:]
     assert needle in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
@@ -188,6 +207,46 @@ def test_an_existing_sweep_is_never_overwritten(grid_sweep):
     assert done.returncode == 2 and "already exists" in done.stderr and "--resume" in done.stderr
     parent, children, _ = runs(tmp)
     assert len(children) == 3
+
+
+@pytest.mark.parametrize(
+    ("changed", "named"),
+    [
+        (["--epochs", "2"], "--epochs (was 1, now 2)"),
+        (["--imgsz", "96"], "--imgsz (was 64, now 96)"),
+        (["--seed", "5"], "--seed (was 0, now 5)"),
+        (["--max-gflops", "50"], "--max-gflops (was None, now 50.0)"),
+        (["--lr0", "0.01"], "--lr0"),
+    ],
+)
+def test_resume_with_a_changed_training_setup_exits_2_naming_the_flags(grid_sweep, changed, named):
+    """A result trained under one setup is never reused under another: the resume is refused."""
+    tmp, _ = grid_sweep
+    parent, children, client = runs(tmp)
+    # the sweep's own values, then the changed one (argparse keeps the last)
+    done = sweep(
+        tmp, "--space", "modes", "--sampler", "grid", "--name", "ablation", "--resume", *TINY, *changed
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert named in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    after, kids, _ = runs(tmp)
+    assert after.data.params == parent.data.params and len(kids) == len(children)
+    assert after.info.status == "FINISHED"
+
+
+def test_a_sweep_name_whose_ray_state_is_elsewhere_never_merges_into_its_mlflow_parent(grid_sweep, tmp_path):
+    """Same --name and tracking store, another --storage-path: refused, nothing written."""
+    tmp, _ = grid_sweep
+    parent, children, _ = runs(tmp)
+    cmd = [sys.executable, "-m", "search.run", "--space", "modes", "--name", "ablation", *TINY,
+           "--storage-path", str(tmp_path / "elsewhere"), "--tracking-uri", uri(tmp)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "is taken in MLflow" in done.stderr, done.stderr[-2000:]
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "elsewhere").exists()
+    after, kids, _ = runs(tmp)
+    assert len(kids) == len(children) and after.data.params == parent.data.params
 
 
 def test_the_frontier_of_a_past_sweep_prints_from_mlflow(grid_sweep):

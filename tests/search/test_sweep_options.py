@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import mlflow
@@ -25,14 +26,65 @@ def uri(tmp: Path) -> str:
     return f"sqlite:///{tmp / 'mlflow.db'}"
 
 
-def sweep(tmp: Path, *args: str) -> list[mlflow.entities.Run]:
-    cmd = [sys.executable, "-m", "search.run", "--space", "modes", "--sampler", "grid", "--storage-path",
+def sweep(tmp: Path, *args: str, space: str = "modes") -> list[mlflow.entities.Run]:
+    cmd = [sys.executable, "-m", "search.run", "--space", space, "--sampler", "grid", "--storage-path",
            str(tmp / "ray"), "--tracking-uri", uri(tmp), *TINY, *args]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-4000:]
+    return children(tmp)
+
+
+def children(tmp: Path) -> list[mlflow.entities.Run]:
     client = mlflow.MlflowClient(tracking_uri=uri(tmp))
     exp = client.get_experiment_by_name("rtdetr-ghost-search")
+    if exp is None:
+        return []
     return [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+
+
+def write_space(tmp: Path, text: str) -> str:
+    path = tmp / "space.yaml"
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+# ASHA ranks on the first objective at each rung. Ranked on GFLOPs (exact, measured before training), the
+# heavy choice is clearly weaker at the first rung, whatever the tiny budget's mAP; keep and ori are not.
+RUNGS_SPACE = """
+    name: rungs
+    base: rtdetr-l
+    objectives:
+      - {metric: gflops, direction: minimize}
+      - {metric: map50_95, direction: maximize}
+    budgets:
+      cpu: {epochs: 3, imgsz: 64, batch: 8, fraction: 0.25, width: 0.25, depth: 0.34, hidden_dim: 64, queries: 100}
+      full: {epochs: 3, imgsz: 64, batch: 8}
+    sites:
+      stage3:
+        layer: 5
+        choices:
+          keep: keep
+          heavy: {op: insert, block: GhostModuleV3, mode: ori, args: [512, 5, 1], repeats: 3}
+"""
+
+# Two choices that build one architecture (a hash does not depend on choice names): one trial trains it,
+# the other waits for it.
+TWINS_SPACE = """
+    name: twins
+    base: rtdetr-l
+    objectives:
+      - {metric: map50_95, direction: maximize}
+      - {metric: latency_ms, direction: minimize}
+    budgets:
+      cpu: {epochs: 4, imgsz: 64, batch: 8, fraction: 0.5, width: 0.25, depth: 0.34, hidden_dim: 64, queries: 100}
+      full: {epochs: 4, imgsz: 64, batch: 8}
+    sites:
+      lateral:
+        layer: 12
+        choices:
+          first: {op: replace, block: GhostModuleV3, mode: ori}
+          second: {op: replace, block: GhostModuleV3, mode: ori}
+"""
 
 
 def test_over_budget_architectures_are_recorded_infeasible_without_training(tmp_path):
@@ -59,17 +111,77 @@ def test_over_budget_architectures_are_recorded_infeasible_without_training(tmp_
     assert sum(k.data.tags["trial.status"] == "infeasible" for k in kids) == 1
 
 
-def test_asha_stopped_trials_are_tagged_and_kept_off_the_frontier(tmp_path):
-    kids = sweep(tmp_path, "--epochs", "3", "--scheduler", "asha")
+def test_asha_stops_the_weak_trial_early_and_lets_the_others_finish_onto_the_frontier(tmp_path):
+    """Trials that reach the last epoch finish as ok, with their final validation, on the frontier; only a
+    trial stopped at an earlier rung is stopped_early (Ray's default once stopped every trial at max_t)."""
+    # grid seed 1 trains keep before heavy, so heavy meets a better result at the first rung
+    kids = sweep(tmp_path, "--scheduler", "asha", "--seed", "1", space=write_space(tmp_path, RUNGS_SPACE))
+    assert len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids)
+    by_choice = {k.data.params["stage3"]: k for k in kids}
+    heavy, keep = by_choice["heavy"], by_choice["keep"]
+    assert keep.data.tags["trial.status"] == "ok" and keep.data.metrics["epochs_done"] == 3
+    assert "map50_95" in keep.data.metrics and keep.data.tags["pareto"] == "true"
+    assert heavy.data.tags["trial.status"] == "stopped_early" and heavy.data.tags["stopped_early"] == "true"
+    assert heavy.data.tags.get("pareto") != "true"
+    assert "map50_95" not in heavy.data.metrics  # no final validation, no made-up value
+    assert max(m.step for m in mlflow.MlflowClient(uri(tmp_path)).get_metric_history(
+        heavy.info.run_id, "train/giou_loss")) < 3  # fmt: skip
+
+
+def test_asha_on_the_modes_grid_ends_with_a_frontier(tmp_path):
+    kids = sweep(tmp_path, "--epochs", "2", "--scheduler", "asha")
     assert len(kids) == 3 and all(k.info.status == "FINISHED" for k in kids)
+    ok = [k for k in kids if k.data.tags["trial.status"] == "ok"]
+    assert ok and all(k.data.metrics["epochs_done"] == 2 and "map50_95" in k.data.metrics for k in ok)
+    assert any(k.data.tags.get("pareto") == "true" for k in ok)
     for kid in kids:
-        status = kid.data.tags["trial.status"]
-        assert status in ("ok", "stopped_early")
-        if status == "stopped_early":
-            assert kid.data.tags["stopped_early"] == "true" and kid.data.tags.get("pareto") != "true"
-            assert "map50_95" not in kid.data.metrics  # no final validation, no made-up value
-        else:
-            assert kid.data.metrics["epochs_done"] == 3
+        assert kid.data.tags["trial.status"] in ("ok", "stopped_early")
+
+
+def test_a_trial_waiting_for_an_architecture_whose_holder_was_killed_trains_it_itself(tmp_path):
+    """The holder's worker is SIGKILLed mid-training: its run is marked lost (FAILED), and the trial that
+    waited for it takes the architecture over instead of waiting forever."""
+    import os
+    import signal
+    import time
+
+    space = write_space(tmp_path, TWINS_SPACE)
+    cmd = [sys.executable, "-m", "search.run", "--space", space, "--sampler", "grid", "--max-concurrent", "2",
+           "--max-failures", "0", "--storage-path", str(tmp_path / "ray"), "--tracking-uri", uri(tmp_path)]  # fmt: skip
+    log = open(tmp_path / "sweep.log", "w")
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    deadline = time.time() + 900
+    holder = None
+    try:
+        while holder is None:
+            assert proc.poll() is None, (tmp_path / "sweep.log").read_text()[-3000:]
+            assert time.time() < deadline, "the two trials never met"
+            time.sleep(0.5)
+            if "[sweep] twins-" not in (tmp_path / "sweep.log").read_text():
+                continue  # the driver is still creating the store: a second client migrating it would clash
+            kids = children(tmp_path)
+            waiting = [k for k in kids if "waiting_for" in k.data.tags]
+            training = [k for k in kids if "train/giou_loss" in k.data.metrics and "pid" in k.data.tags]
+            if waiting and training:
+                holder = training[0]
+                assert waiting[0].data.tags["waiting_for"] == holder.info.run_id
+        os.kill(int(holder.data.tags["pid"]), signal.SIGKILL)
+        assert proc.wait(timeout=900) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    kids = {k.info.run_id: k for k in children(tmp_path)}
+    assert len(kids) == 2
+    lost = kids[holder.info.run_id]
+    assert lost.info.status == "FAILED" and lost.data.tags["trial.status"] == "lost"
+    assert "worker died" in lost.data.tags["error"]
+    (heir,) = [k for k in kids.values() if k.info.run_id != holder.info.run_id]
+    assert heir.info.status == "FINISHED" and heir.data.tags["trial.status"] == "ok"
+    assert heir.data.tags["took_over_from"] == holder.info.run_id and "reused_from" not in heir.data.tags
+    assert heir.data.metrics["epochs_done"] == 4 and "map50_95" in heir.data.metrics
 
 
 def test_optuna_is_told_complete_pruned_or_failed():
