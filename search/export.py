@@ -51,11 +51,11 @@ from typing import Any, NoReturn
 import numpy as np
 
 from . import ultra  # must precede any ultralytics import
+from .records import EXPERIMENT, OK, Tag
 
 __all__ = ["ATOL", "EXPERIMENT", "PICKS", "ExportError", "compare_outputs", "export_run", "knee", "pick_run"]
 
 LOGGER = logging.getLogger(__name__)
-EXPERIMENT = "rtdetr-ghost-search"
 PICKS = ("map", "latency", "knee")
 # Boxes and scores both live in [0, 1]; fp32 PyTorch and ONNX Runtime differ by ~1e-6 on them, so
 # 1e-3 catches a wrong graph without failing on kernel rounding.
@@ -121,9 +121,9 @@ def open_store(uri: str):
     """An MLflow client on an existing store; raises ExportError instead of creating an empty one."""
     import mlflow
 
-    from .tracking import TrackingError, _local_store_path, check_tracking
+    from .tracking import TrackingError, check_tracking, local_store_path
 
-    local = _local_store_path(uri)
+    local = local_store_path(uri)
     if local is not None:
         if local[1] is None or not local[1].exists():  # MLflow would silently create an empty store
             raise ExportError(f"no MLflow tracking store at {uri}")
@@ -149,9 +149,9 @@ def frontier_runs(client: Any, experiment: str, sweep: str) -> list[Any]:
         r
         for r in trials
         if r.info.status == "FINISHED"
-        and r.data.tags.get("trial.status") == "ok"
-        and r.data.tags.get("pareto") == "true"
-        and "reused_from" not in r.data.tags
+        and r.data.tags.get(Tag.STATUS) == OK
+        and r.data.tags.get(Tag.PARETO) == "true"
+        and Tag.REUSED_FROM not in r.data.tags
     ]
     if not front:
         raise ExportError(
@@ -170,12 +170,12 @@ def get_run(client: Any, run_id: str) -> Any:
     except MlflowException:
         raise ExportError(f"no MLflow run with id {run_id!r} in {client.tracking_uri}") from None
     tags = run.data.tags
-    if run.info.status != "FINISHED" or tags.get("trial.status") != "ok":
+    if run.info.status != "FINISHED" or tags.get(Tag.STATUS) != OK:
         raise ExportError(
             f"run {run_id} is not a finished trial (status {run.info.status}, "
             f"trial.status {tags.get('trial.status', 'missing')})"
         )
-    if "reused_from" in tags:
+    if Tag.REUSED_FROM in tags:
         raise ExportError(f"run {run_id} reused the result of run {tags['reused_from']}: export that one")
     return run
 
@@ -375,8 +375,8 @@ def export_run(
     record = {
         "run_id": run_id,
         "sweep": run.data.tags.get("sweep.name"),
-        "trial_id": run.data.tags.get("trial.id"),
-        "arch_hash": run.data.tags.get("arch_hash"),
+        "trial_id": run.data.tags.get(Tag.TRIAL_ID),
+        "arch_hash": run.data.tags.get(Tag.ARCH),
         "pick": pick or "run-id",
         "tracking_uri": client.tracking_uri,
         "metrics": {k: run.data.metrics[k] for k in RECORDED if k in run.data.metrics},

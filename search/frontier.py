@@ -1,7 +1,6 @@
-"""Pareto frontiers, hypervolume and frontier reports for multi-objective search results.
+"""Pareto frontiers, hypervolume and frontier tables for multi-objective search results.
 
-Everything here is a pure function of its inputs except :func:`plot_frontier`, which writes a PNG
-and a self-contained HTML file. Objectives are given as direction strings (``"maximize"`` or
+Everything here is a pure function of its inputs (drawing lives in :mod:`search.plots`). Objectives are given as direction strings (``"maximize"`` or
 ``"minimize"``), one per coordinate of each point; internally every point is mapped to
 "minimize" space by negating maximized coordinates.
 
@@ -12,13 +11,10 @@ worst possible minimized value, ``-inf`` the best).
 
 from __future__ import annotations
 
-import html
 import math
 import numbers
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -291,7 +287,7 @@ def _frontier(rows: list[dict], objectives: list[Objective]) -> list[dict]:
     return [row for row, _ in chosen]
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
     """Format one table cell: floats with 4 significant digits, None as empty."""
     if value is None:
         return ""
@@ -304,7 +300,7 @@ def _fmt(value: Any) -> str:
 
 def format_table(rows: list[dict], columns: list[str]) -> str:
     """Render rows as a plain-text aligned table (numeric columns right-aligned)."""
-    cells = [[_fmt(row.get(c)) for c in columns] for row in rows]
+    cells = [[fmt(row.get(c)) for c in columns] for row in rows]
     numeric = [
         all(
             isinstance(row.get(c), numbers.Real) and not isinstance(row.get(c), bool)
@@ -324,244 +320,25 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(out)
 
 
-# --------------------------------------------------------------------------- plotting
+def hypervolume_curve(
+    rows: list[dict], objectives: Sequence[Objective]
+) -> tuple[list[float], list[float], list[dict]]:
+    """The hypervolume after each of ``rows`` (in their order), against ``default_reference`` over all.
 
-_HIGHLIGHT_STYLES = [
-    ("*", "gold"),
-    ("D", "tab:green"),
-    ("^", "tab:purple"),
-    ("s", "tab:orange"),
-    ("P", "tab:cyan"),
-    ("X", "tab:brown"),
-]
-_SVG_HIGHLIGHT_COLORS = ["#e6b800", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b"]
+    Latencies of different devices are never compared: with several (see :func:`comparable_groups`)
+    only the rows of the device with the most trials count.
 
-
-@dataclass
-class _Panel:
-    """Data for one scatter panel: ``y`` is the first objective, ``x`` another one."""
-
-    x_obj: Objective
-    y_obj: Objective
-    points: list[tuple[float, float, dict]]
-    front: list[tuple[float, float, dict]]  # pairwise 2-D front, best x first
-    global_front: list[tuple[float, float, dict]]  # all-objective front projected here
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
-
-
-def _build_panels(rows: list[dict], objectives: list[Objective]) -> list[_Panel]:
-    primary = objectives[0]
-    global_ids = {id(r) for r in frontier_table(rows, objectives)} if len(objectives) > 2 else set()
-    panels = []
-    for other in objectives[1:]:
-        pts = [
-            (float(r[other.metric]), float(r[primary.metric]), r)
-            for r in rows
-            if _finite(r.get(other.metric)) and _finite(r.get(primary.metric))
-        ]
-        idx = pareto_front([(x, y) for x, y, _ in pts], [other.direction, primary.direction])
-        front = sorted((pts[i] for i in idx), key=lambda p: (other.sign * p[0], primary.sign * p[1]))
-        glob = [p for p in pts if id(p[2]) in global_ids]
-        panels.append(_Panel(other, primary, pts, front, glob))
-    return panels
-
-
-def _axis_label(obj: Objective) -> str:
-    return f"{obj.metric} ({'higher' if obj.direction == MAXIMIZE else 'lower'} is better)"
-
-
-def _write_png(panels: list[_Panel], path: Path, highlight: Mapping[str, str], title: str) -> None:
-    from matplotlib.figure import Figure  # lazy: keeps importing this module cheap
-
-    fig = Figure(figsize=(5.2 * len(panels), 4.4))
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, panel in zip(axes, panels, strict=True):
-        if panel.points:
-            xs, ys, _ = zip(*panel.points, strict=True)
-            ax.scatter(xs, ys, s=14, c="0.7", label="all trials", zorder=1)
-        if panel.front:
-            fx, fy, _ = zip(*panel.front, strict=True)
-            ax.plot(fx, fy, drawstyle="steps-post", color="tab:red", lw=1.2, zorder=2)
-            ax.scatter(fx, fy, s=30, c="tab:red", label="Pareto front", zorder=3)
-        if panel.global_front:
-            gx, gy, _ = zip(*panel.global_front, strict=True)
-            ax.scatter(
-                gx,
-                gy,
-                s=80,
-                facecolors="none",
-                edgecolors="tab:blue",
-                zorder=3,
-                label="front (all objectives)",
-            )
-        for k, (label, text) in enumerate(highlight.items()):
-            marker, color = _HIGHLIGHT_STYLES[k % len(_HIGHLIGHT_STYLES)]
-            hits = [(x, y) for x, y, r in panel.points if r.get("label") == label]
-            if hits:
-                hx, hy = zip(*hits, strict=True)
-                ax.scatter(hx, hy, s=140, marker=marker, c=color, edgecolors="black", zorder=4, label=text)
-        ax.set_xlabel(_axis_label(panel.x_obj))
-        ax.set_ylabel(_axis_label(panel.y_obj))
-        ax.grid(alpha=0.3)
-        if panel.points:
-            ax.legend(fontsize=7, loc="best")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def _tooltip(row: Mapping[str, Any]) -> str:
-    """Multi-line ``key: value`` text for a row; nested dicts (e.g. params) are flattened."""
-    lines = []
-    for key, value in row.items():
-        if isinstance(value, Mapping):
-            lines.extend(f"{key}.{k}: {_fmt(v)}" for k, v in value.items())
-        else:
-            lines.append(f"{key}: {_fmt(value)}")
-    return "\n".join(lines)
-
-
-def _scale(values: list[float], lo_px: float, hi_px: float) -> tuple[Any, float, float]:
-    """Return a linear data->pixel map over the padded range of ``values`` and that range."""
-    lo, hi = min(values), max(values)
-    pad = (hi - lo) * 0.05 or (abs(lo) * 0.05 or 0.5)
-    lo, hi = lo - pad, hi + pad
-    return (lambda v: lo_px + (v - lo) / (hi - lo) * (hi_px - lo_px)), lo, hi
-
-
-def _svg_panel(panel: _Panel, highlight: Mapping[str, str]) -> str:
-    w, h, ml, mr, mt, mb = 520, 380, 72, 16, 16, 52
-    if not panel.points:
-        return f'<svg width="{w}" height="{h}"><text x="20" y="40">no data</text></svg>'
-    xs = [p[0] for p in panel.points]
-    ys = [p[1] for p in panel.points]
-    sx, x0, x1 = _scale(xs, ml, w - mr)
-    sy, y0, y1 = _scale(ys, h - mb, mt)
-    out = [f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img">']
-    out.append(f'<rect x="{ml}" y="{mt}" width="{w - ml - mr}" height="{h - mt - mb}" class="frame"/>')
-    for i in range(5):
-        xv, yv = x0 + (x1 - x0) * (i + 0.5) / 5, y0 + (y1 - y0) * (i + 0.5) / 5
-        out.append(f'<text x="{sx(xv):.1f}" y="{h - mb + 16}" class="tick mid">{xv:.4g}</text>')
-        out.append(f'<text x="{ml - 6}" y="{sy(yv) + 4:.1f}" class="tick end">{yv:.4g}</text>')
-    out.append(
-        f'<text x="{(ml + w - mr) / 2}" y="{h - 10}" text-anchor="middle">'
-        f"{html.escape(_axis_label(panel.x_obj))}</text>"
-    )
-    out.append(
-        f'<text transform="translate(16 {(mt + h - mb) / 2}) rotate(-90)" text-anchor="middle">'
-        f"{html.escape(_axis_label(panel.y_obj))}</text>"
-    )
-
-    def circle(x: float, y: float, row: dict, cls: str, r: float, extra: str = "") -> str:
-        tip = html.escape(_tooltip(row))
-        return (
-            f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="{r}" class="{cls}"{extra}>'
-            f"<title>{tip}</title></circle>"
-        )
-
-    out.extend(circle(x, y, r, "pt", 3.5) for x, y, r in panel.points)
-    if panel.front:
-        coords = []
-        for k, (x, y, _) in enumerate(panel.front):
-            if k:
-                coords.append(f"{sx(x):.1f},{sy(panel.front[k - 1][1]):.1f}")
-            coords.append(f"{sx(x):.1f},{sy(y):.1f}")
-        out.append(f'<polyline points="{" ".join(coords)}" class="step"/>')
-        out.extend(circle(x, y, r, "front", 4.5) for x, y, r in panel.front)
-    out.extend(circle(x, y, r, "gfront", 7) for x, y, r in panel.global_front)
-    for k, (label, text) in enumerate(highlight.items()):
-        color = _SVG_HIGHLIGHT_COLORS[k % len(_SVG_HIGHLIGHT_COLORS)]
-        for x, y, r in panel.points:
-            if r.get("label") == label:
-                out.append(circle(x, y, r, "hl", 7, f' fill="{color}"'))
-                caption = html.escape(text)
-                out.append(f'<text x="{sx(x) + 9:.1f}" y="{sy(y) - 8:.1f}" class="tick">{caption}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
-
-
-_CSS = """
-body { font-family: sans-serif; margin: 1.5em; }
-.panels { display: flex; flex-wrap: wrap; gap: 1em; }
-svg text { font-size: 12px; fill: #222; }
-svg .tick { font-size: 10px; }
-svg .mid { text-anchor: middle; }
-svg .end { text-anchor: end; }
-.frame { fill: none; stroke: #888; }
-.pt { fill: #b0b0b0; }
-.front { fill: #d62728; }
-.gfront { fill: none; stroke: #1f77b4; stroke-width: 1.5; }
-.hl { stroke: #000; stroke-width: 1; }
-.step { fill: none; stroke: #d62728; stroke-width: 1.3; }
-circle:hover { stroke: #000; stroke-width: 2; }
-table { border-collapse: collapse; font-size: 13px; margin-top: 1em; }
-td, th { border: 1px solid #ccc; padding: 2px 8px; text-align: right; }
-"""
-
-
-def _write_html(
-    panels: list[_Panel],
-    front_rows: list[dict],
-    objectives: list[Objective],
-    path: Path,
-    highlight: Mapping[str, str],
-    title: str,
-) -> None:
-    columns = [o.metric for o in objectives]
-    for row in front_rows:
-        columns.extend(k for k, v in row.items() if k not in columns and not isinstance(v, Mapping))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>"
-        for r in front_rows
-    )
-    legend = (
-        "Grey: all trials. Red: Pareto front of the plotted pair (step line). "
-        + ("Blue rings: front over all objectives. " if len(objectives) > 2 else "")
-        + "".join(f"{html.escape(t)} ({html.escape(k)}): large marker. " for k, t in highlight.items())
-        + "Hover a point for its details."
-    )
-    page_title = html.escape(title or "Pareto frontier")
-    doc = (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{page_title}</title>'
-        f"<style>{_CSS}</style></head><body>\n<h1>{page_title}</h1>\n<p>{legend}</p>\n"
-        f'<div class="panels">\n' + "\n".join(_svg_panel(p, highlight) for p in panels) + "\n</div>\n"
-        f"<h2>Frontier ({len(front_rows)} rows)</h2>\n"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n</body></html>\n"
-    )
-    path.write_text(doc, encoding="utf-8")
-
-
-def plot_frontier(
-    rows: list[dict],
-    objectives: list[Objective],
-    path_png: str | os.PathLike[str],
-    path_html: str | os.PathLike[str],
-    *,
-    highlight: dict[str, str] | None = None,
-    title: str = "",
-) -> None:
-    """Write a PNG and a self-contained offline HTML plot of the trials and their frontier.
-
-    One panel per pair (first objective on the y axis against each other objective on the x
-    axis). All trials are grey, the pair's Pareto front is red and joined by a step line; with
-    three or more objectives the all-objective front is ringed in blue. Rows whose ``label``
-    key is a key of ``highlight`` get a large marker captioned with the mapped text. The HTML
-    uses inline SVG with per-point ``<title>`` tooltips and loads nothing external.
+    Returns:
+        The reference point, one hypervolume per counted row, and the counted rows.
 
     Raises:
-        ValueError: if fewer than two objectives are given.
+        ValueError: no reference point can be set (e.g. a row without a finite objective).
     """
-    if len(objectives) < 2:
-        raise ValueError("plot_frontier needs at least two objectives")
-    highlight = dict(highlight or {})
-    panels = _build_panels(rows, objectives)
-    png, page = Path(path_png), Path(path_html)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    page.parent.mkdir(parents=True, exist_ok=True)
-    _write_png(panels, png, highlight, title)
-    _write_html(panels, frontier_table(rows, objectives), objectives, page, highlight, title)
+    groups = comparable_groups(rows, objectives)
+    counted = max(groups.values(), key=len) if len(groups) > 1 else list(rows)
+    directions = [o.direction for o in objectives]
+    points = [[float(r.get(o.metric) if r.get(o.metric) is not None else math.nan) for o in objectives]
+              for r in counted]  # fmt: skip
+    reference = default_reference(points, directions)
+    values = [hypervolume(points[:i], directions, reference) for i in range(1, len(points) + 1)]
+    return reference, values, counted

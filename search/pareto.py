@@ -15,8 +15,9 @@ from . import ultra  # noqa: F401  (must precede any ultralytics import)
 
 def main(argv: list[str] | None = None) -> int:
     from .frontier import frontier_table
+    from .records import EXPERIMENT
     from .space import SpaceError, load_space
-    from .sweep import EXPERIMENT, frontier_text, trial_rows
+    from .sweep import frontier_text, trial_rows
     from .tracking import SweepTracker, TrackingError, check_tracking, default_tracking_uri
 
     p = argparse.ArgumentParser(

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 __all__ = [
     "EXPERIMENT",
+    "Tag",
+    "run_row",
+    "trial_rows",
     "FAILED",
     "INFEASIBLE",
     "LOST",
@@ -30,3 +33,49 @@ COST_METRICS = ("latency_ms", "latency_p90_ms", "latency_iqr_ms", "gflops", "n_p
 # recorded an outcome (killed, out of memory, node lost) and Ray gave up retrying it.
 OK, TRAINING, FAILED, INFEASIBLE, STOPPED = "ok", "training", "failed", "infeasible", "stopped_early"
 LOST = "lost"
+
+
+class Tag:
+    """Tag keys of a sweep's MLflow runs (the parent's and the trials')."""
+
+    STATUS = "trial.status"  # one of the statuses above
+    TRIAL_ID = "trial.id"  # Ray Tune's trial id: a resumed trial finds its run by it
+    PARENT = "mlflow.parentRunId"  # nests a trial's run under its sweep in the UI
+    ARCH = "arch_hash"  # search.materialize.arch_hash of the trained model yaml
+    SETUP = "setup"  # the training setup's key: results are reused only under the same one
+    REUSED_FROM = "reused_from"  # the run whose result this trial reused
+    WAITING_FOR = "waiting_for"  # the run holding this architecture while this trial waited
+    TOOK_OVER_FROM = "took_over_from"  # the lost run whose architecture this trial trained instead
+    RESUMED_FROM_EPOCH = "resumed_from_epoch"
+    STOPPED_EARLY = "stopped_early"
+    INFEASIBLE = "infeasible"  # the cost constraint it broke
+    ERROR = "error"
+    PARETO = "pareto"  # "true" on the frontier's runs
+    LATENCY_DEVICE = "latency_device"
+
+
+def run_row(run, site_names: list[str]) -> dict | None:
+    """A finished, trained trial's run as a row (objectives, choices, ids); None for any other run.
+
+    Reused results are not rows of their own: the run that trained the architecture is.
+    """
+    tags, metrics = run.data.tags, run.data.metrics
+    if run.info.status != "FINISHED" or tags.get(Tag.STATUS) != OK or Tag.REUSED_FROM in tags:
+        return None
+    params = {name: run.data.params.get(name, "") for name in site_names}
+    return {
+        "trial_id": tags.get(Tag.TRIAL_ID, ""),
+        "run_id": run.info.run_id,
+        "arch_hash": tags.get(Tag.ARCH, ""),
+        **{k: metrics.get(k) for k in TRIAL_METRICS},
+        "n_params": int(metrics.get("n_params", 0)),
+        "latency_device": tags.get(Tag.LATENCY_DEVICE, ""),
+        "params": params,
+        "label": "base" if all(v == "keep" for v in params.values()) else "",
+    }
+
+
+def trial_rows(runs: list, site_names: list[str]) -> list[dict]:
+    """The rows of a sweep's trial runs, in the order the trials ended."""
+    ordered = sorted(runs, key=lambda r: (r.info.end_time or 0, r.info.run_id))
+    return [row for run in ordered if (row := run_row(run, site_names)) is not None]

@@ -24,18 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from .frontier import (
-    _CSS,
-    _SVG_HIGHLIGHT_COLORS,
     Objective,
-    _build_panels,
-    _fmt,
-    _scale,
-    _svg_panel,
     comparable_groups,
-    default_reference,
+    fmt,
     frontier_table,
-    hypervolume,
+    hypervolume_curve,
 )
+from .plots import CSS, HIGHLIGHT_COLORS, build_panels, scale, svg_panel
 from .space import Budget, Choice, Site, Space
 
 __all__ = ["HAND_TEXT", "SECTIONS", "sweep_report", "write_report"]
@@ -77,7 +72,7 @@ def _num(v: Any) -> float:
 
 def _td(value: Any, *, best: bool = False) -> str:
     """One table cell: numbers right-aligned with their full value in ``data-value``."""
-    text = html.escape(_fmt(value))
+    text = html.escape(fmt(value))
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         cls = ' class="best"' if best else ""
         return f'<td{cls} data-value="{float(value)!r}">{text}</td>'
@@ -207,14 +202,14 @@ def _frontier_section(space: Space, rows: list[dict], front: list[dict], hand_te
         return "\n".join(parts)
     parts.append(_rows_table(front, objectives, ' id="frontier"'))
     highlight = {"base": BASE_TEXT, "hand": hand_text}  # fixed order: fixed colours
-    panels = _build_panels(rows, _plot_objectives(space))
+    panels = build_panels(rows, _plot_objectives(space))
     on_front = {id(r) for r in front}
     for p in panels:  # ring the frontier over the space's own objectives, whatever is plotted
         p.global_front = [pt for pt in p.points if id(pt[2]) in on_front]
     marks = []
     for k, (label, text) in enumerate(highlight.items()):
         present = any(r.get("label") == label for r in rows)
-        color = _SVG_HIGHLIGHT_COLORS[k % len(_SVG_HIGHLIGHT_COLORS)]
+        color = HIGHLIGHT_COLORS[k % len(HIGHLIGHT_COLORS)]
         state = "large marker" if present else "not among these trials"
         marks.append(f'<span style="color:{color}">&#9679;</span> {html.escape(text)}: {state}.')
     parts.append(
@@ -223,32 +218,22 @@ def _frontier_section(space: Space, rows: list[dict], front: list[dict], hand_te
         + " ".join(marks)
         + " Hover a point for its details.</p>"
     )
-    parts.append('<div class="panels">\n' + "\n".join(_svg_panel(p, highlight) for p in panels) + "\n</div>")
+    parts.append('<div class="panels">\n' + "\n".join(svg_panel(p, highlight) for p in panels) + "\n</div>")
     return "\n".join(parts)
 
 
 def _hypervolumes(space: Space, rows: list[dict]) -> tuple[list[float], list[float], list[dict]] | str:
-    """HV of each prefix of ``rows`` with ``default_reference`` over all rows, or why there is none.
-
-    With latencies of several devices, only the rows of the device with the most trials (returned too).
-    """
-    directions = [o.direction for o in space.objectives]
-    groups = comparable_groups(rows, space.objectives)
-    if len(groups) > 1:  # latencies of different devices are never compared: the largest group's
-        rows = max(groups.values(), key=len)
-    points = [[_num(r.get(o.metric)) for o in space.objectives] for r in rows]
+    """:func:`search.frontier.hypervolume_curve` of ``rows``, or why there is none."""
     try:
-        reference = default_reference(points, directions)
-        values = [hypervolume(points[:i], directions, reference) for i in range(1, len(points) + 1)]
-        return reference, values, rows
+        return hypervolume_curve(rows, space.objectives)
     except ValueError as e:
         return str(e)
 
 
 def _svg_line(values: list[float]) -> str:
     w, h, ml, mr, mt, mb = 520, 240, 72, 16, 16, 44
-    sx, _, _ = _scale([1.0, float(len(values))], ml, w - mr)
-    sy, y0, y1 = _scale(values, h - mb, mt)
+    sx, _, _ = scale([1.0, float(len(values))], ml, w - mr)
+    sy, y0, y1 = scale(values, h - mb, mt)
     out = [f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img">']
     out.append(f'<rect x="{ml}" y="{mt}" width="{w - ml - mr}" height="{h - mt - mb}" class="frame"/>')
     step = max(1, math.ceil(len(values) / 8))
@@ -271,15 +256,15 @@ def _svg_line(values: list[float]) -> str:
     return "\n".join(out)
 
 
-def _hypervolume_section(space: Space, rows: list[dict]) -> str:
+def _hypervolume_section(space: Space, rows: list[dict], curve=None) -> str:
     head = "<h2>Hypervolume over trials</h2>"
     if not rows:
         return f"{head}\n<p>No trial finished: no hypervolume.</p>"
-    result = _hypervolumes(space, rows)
+    result = curve if curve is not None else _hypervolumes(space, rows)
     if isinstance(result, str):
         return f"{head}\n<p>No hypervolume: {html.escape(result)}.</p>"
     reference, values, rows = result
-    ref_text = ", ".join(f"{o.metric}={_fmt(v)}" for o, v in zip(space.objectives, reference, strict=True))
+    ref_text = ", ".join(f"{o.metric}={fmt(v)}" for o, v in zip(space.objectives, reference, strict=True))
     note = (
         f'<p class="note">Hypervolume of the first i finished trials, in the order they finished, against the '
         f"reference point {html.escape(ref_text)} (default_reference over all trials).</p>"
@@ -348,6 +333,8 @@ def sweep_report(
     *,
     title: str = "",
     hand_placement: dict[str, str] | None = None,
+    front: list[dict] | None = None,
+    hypervolumes: tuple[list[float], list[float], list[dict]] | None = None,
 ) -> str:
     """Return one self-contained HTML document reporting a sweep.
 
@@ -358,9 +345,16 @@ def sweep_report(
         title: page title (default: ``"<space name> sweep report"``).
         hand_placement: ``arch_hash -> caption`` of the hand-made placement; rows with such a hash are
             marked ``"hand"``, like rows whose ``label`` already is ``"hand"``.
+        front: the frontier of ``rows`` when the caller has it (:func:`search.frontier.frontier_table`).
+        hypervolumes: their :func:`search.frontier.hypervolume_curve` when the caller has it.
     """
+    given = rows
     rows = _labelled(list(rows), hand_placement)
-    front = frontier_table(rows, _objectives(space)) if rows else []
+    if front is None:
+        front = frontier_table(rows, _objectives(space)) if rows else []
+    else:  # the caller's frontier, in its order, as this report's (labelled) copies of its rows
+        copy_of = {id(row): copy for row, copy in zip(given, rows, strict=True)}
+        front = [copy_of[id(r)] for r in front]
     hand_text = "; ".join(dict.fromkeys((hand_placement or {}).values())) or HAND_TEXT
     page_title = html.escape(title or f"{space.name} sweep report")
     summary = (
@@ -373,13 +367,13 @@ def sweep_report(
         _space_section(space),
         _budget_section(budget),
         _frontier_section(space, rows, front, hand_text),
-        _hypervolume_section(space, rows),
+        _hypervolume_section(space, rows, hypervolumes),
         _effects_section(space, rows),
         _trials_section(space, rows),
     ]
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{page_title}</title>'
-        f"<style>{_CSS}{_REPORT_CSS}</style></head><body>\n<h1>{page_title}</h1>\n{summary}\n"
+        f"<style>{CSS}{_REPORT_CSS}</style></head><body>\n<h1>{page_title}</h1>\n{summary}\n"
         + "\n".join(sections)
         + "\n</body></html>\n"
     )

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from . import ultra  # noqa: F401  (must precede any ultralytics import)
+from .records import EXPERIMENT
 
 
 class UsageError(ValueError):
@@ -73,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         help="times a trial is retried after its worker or node dies (default 2); then it is recorded lost",
     )
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the embedded store in mlflow/)")
-    p.add_argument("--experiment", default="rtdetr-ghost-search", help="MLflow experiment name")
+    p.add_argument("--experiment", default=EXPERIMENT, help=f"MLflow experiment name (default: {EXPERIMENT})")
     return p
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from .frontier import Objective
+from .layers import BLOCKS, choice_layer, layer_channels
 from .records import TRIAL_METRICS
 
 __all__ = [
@@ -50,14 +51,6 @@ SPACES_DIR = Path(__file__).resolve().parents[1] / "spaces"
 SHIPPED_BASES = ("rtdetr-l", "rtdetr-x", "rtdetr-resnet50", "rtdetr-resnet101")
 # Kept in step with ghost_blocks.MODES by a test; duplicated so that loading a space needs no torch.
 MODES = ("ori", "ori_shortcut_mul_conv15")
-# Our blocks and the base layer types each may replace. A fused block is a drop-in only for its own
-# Ultralytics block (same yaml args, same channel arithmetic); GhostModuleV3 stands in for a conv.
-BLOCKS: dict[str, tuple[str, ...]] = {
-    "GhostModuleV3": ("Conv", "DWConv", "HGBlock", "RepC3", "RepNCSPELAN4"),
-    "HGBlockGhostV3": ("HGBlock",),
-    "RepC3GhostV3": ("RepC3",),
-    "RepNCSPELAN4GhostV3": ("RepNCSPELAN4",),
-}
 OPS = ("keep", "replace", "insert")
 DIRECTIONS = ("maximize", "minimize")
 
@@ -489,8 +482,6 @@ def _choice(path: str, key: str, name: str, raw: Any) -> Choice:
 
 
 def _sites(path: str, raw: Any, base_yaml: dict) -> tuple[Site, ...]:
-    from .materialize import choice_layer, layer_channels  # materialize imports this module
-
     if not isinstance(raw, dict) or not raw:
         raise _err(path, "sites", "a space needs at least one site")
     layers = base_yaml["backbone"] + base_yaml["head"]

@@ -24,16 +24,18 @@ import optuna
 from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
-from . import ultra  # noqa: F401  (must precede any ultralytics import)
+from . import (
+    records,
+    ultra,  # noqa: F401  (must precede any ultralytics import)
+)
 from .claims import Claims
 from .frontier import (
     comparable_groups,
-    default_reference,
     format_table,
     frontier_table,
-    hypervolume,
-    plot_frontier,
+    hypervolume_curve,
 )
+from .plots import plot_frontier
 from .records import (
     COST_METRICS,
     EXPERIMENT,
@@ -44,6 +46,7 @@ from .records import (
     STOPPED,
     TRAINING,
     TRIAL_METRICS,
+    Tag,
 )
 from .space import Budget, Space, load_space
 from .tracking import SweepTracker, git_commit
@@ -173,8 +176,8 @@ def _site_params(space: Space, config: dict) -> dict[str, str]:
 def _wait_for(tracker: SweepTracker, run_id: str, poll_s: float):
     """The run once it has an outcome: its trial status is no longer ``training``, or the run ended."""
     while True:
-        run = tracker.client.get_run(run_id)
-        if run.data.tags.get("trial.status") != TRAINING or run.info.status in ("FAILED", "KILLED"):
+        run = tracker.run(run_id)
+        if run.data.tags.get(Tag.STATUS) != TRAINING or run.info.status in ("FAILED", "KILLED"):
             return run
         time.sleep(poll_s)
 
@@ -194,9 +197,9 @@ def _claim(tracker: SweepTracker, claims: Claims, key: str, run_id: str, poll_s:
         if not holder:  # the winner is writing its claim
             time.sleep(0.1)
             continue
-        tracker.set_tags(run_id, {"waiting_for": holder})
+        tracker.set_tags(run_id, {Tag.WAITING_FOR: holder})
         done = _wait_for(tracker, holder, poll_s)
-        status = done.data.tags.get("trial.status")
+        status = done.data.tags.get(Tag.STATUS)
         if status in (OK, INFEASIBLE, FAILED, STOPPED) and done.info.status != "KILLED":
             return done  # an outcome: reuse it
         # the holder died without an outcome (worker killed, out of memory, node lost): train it ourselves
@@ -204,7 +207,7 @@ def _claim(tracker: SweepTracker, claims: Claims, key: str, run_id: str, poll_s:
             "run %s holding architecture %s died (%s); run %s takes over", holder, key, status, run_id
         )
         if claims.take(key, run_id, generation + 1):
-            tracker.set_tags(run_id, {"took_over_from": holder})
+            tracker.set_tags(run_id, {Tag.TOOK_OVER_FROM: holder})
             return None
 
 
@@ -237,15 +240,15 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         trial_id,
         params={**params, "arch_hash": arch, "budget": ctx.budget},
         tags={
-            "arch_hash": arch,
+            Tag.ARCH: arch,
             "budget": ctx.budget,
-            "setup": ctx.setup,
+            Tag.SETUP: ctx.setup,
             "mlflow.runName": f"{trial_id} {short}"[:250],
         },
         reopen=False,
     )
-    previous = tracker.client.get_run(run_id)
-    status = previous.data.tags.get("trial.status")
+    previous = tracker.run(run_id)
+    status = previous.data.tags.get(Tag.STATUS)
     if status in (FAILED, INFEASIBLE, LOST):  # Ray retried the trial after its recorded end: same answer
         raise TrialFailed(f"trial already recorded as {status}: {previous.data.tags.get('error', '')}")
     if status == OK and previous.info.status == "FINISHED":  # finished before the driver died: keep it
@@ -253,20 +256,20 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         tune.report({**final, "final": 1, "arch_hash": arch, "recorded": 1})
         return
     if previous.info.status != "RUNNING":
-        tracker.client.update_run(run_id, status="RUNNING")
+        tracker.reopen(run_id)
 
     # No architecture is trained twice under one setup: the first trial to claim it trains it, the others
     # wait for its outcome and reuse it; if its worker dies, one of them takes over.
     tracker.set_tags(
         run_id,
-        {"trial.status": TRAINING, "gpu_ids": ",".join(gpu_ids) or "none", "node": node, "device": device,
+        {Tag.STATUS: TRAINING, "gpu_ids": ",".join(gpu_ids) or "none", "node": node, "device": device,
          "pid": os.getpid()},
     )  # fmt: skip
     claims = Claims(Path(ctx.out_root).parent / "claims")
     done = _claim(tracker, claims, f"{arch}-{ctx.setup or 'any'}", run_id, ctx.poll_s)
     if done is not None:
-        status = done.data.tags.get("trial.status")
-        tracker.set_tags(run_id, {"reused_from": done.info.run_id, "trial.status": status or FAILED})
+        status = done.data.tags.get(Tag.STATUS)
+        tracker.set_tags(run_id, {Tag.REUSED_FROM: done.info.run_id, Tag.STATUS: status or FAILED})
         if status == INFEASIBLE:
             tracker.finish(run_id)
             raise TrialInfeasible(
@@ -274,8 +277,8 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
             )
         if status != OK:
             why = f"same architecture as run {done.info.run_id}, which is {status}"
-            if done.data.tags.get("error"):
-                why += f": {done.data.tags['error']}"
+            if done.data.tags.get(Tag.ERROR):
+                why += f": {done.data.tags[Tag.ERROR]}"
             tracker.finish(run_id, "FAILED", error=why)
             raise TrialFailed(why)
         final = {k: done.data.metrics[k] for k in REPORT_KEYS if k in done.data.metrics}
@@ -296,7 +299,7 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
                     if (Path(d) / name).exists():
                         shutil.copy2(Path(d) / name, resume_from.with_name(name))
                 epoch = json.loads((Path(d) / "epoch.json").read_text())["epoch"]
-                tracker.set_tags(run_id, {"resumed_from_epoch": str(epoch)})
+                tracker.set_tags(run_id, {Tag.RESUMED_FROM_EPOCH: str(epoch)})
 
     def report(metrics: dict, last_pt: Path | None) -> None:
         # The curves; the objectives are logged once, at the end, from the final validation of best.pt
@@ -328,13 +331,13 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         result = run_trial(spec, report=report, resume_from=resume_from)
     except Exception as exc:
         error = str(exc) if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
-        tracker.set_tags(run_id, {"trial.status": FAILED})
+        tracker.set_tags(run_id, {Tag.STATUS: FAILED})
         tracker.finish(run_id, "FAILED", error=error)
         raise
     cost = {k: result[k] for k in COST_METRICS}
     if result["status"] == "infeasible":
         tracker.log_metrics(run_id, cost)
-        tracker.set_tags(run_id, {"trial.status": INFEASIBLE, "infeasible": result["reason"]})
+        tracker.set_tags(run_id, {Tag.STATUS: INFEASIBLE, Tag.INFEASIBLE: result["reason"]})
         tracker.finish(run_id)
         raise TrialInfeasible(f"over the cost constraints: {result['reason']}")
     final = {**cost, **{k: result[k] for k in ("map50_95", "map50", "epochs_done", "train_s")}}
@@ -344,7 +347,7 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
             tracker.log_artifact(run_id, str(path))
     tracker.set_tags(
         run_id,
-        {"trial.status": OK, "latency_device": result["latency_device"], "weights": result["weights"]},
+        {Tag.STATUS: OK, Tag.LATENCY_DEVICE: result["latency_device"], "weights": result["weights"]},
     )
     tracker.finish(run_id)
     tune.report({**final, "final": 1, "arch_hash": arch, "gpu_ids": ",".join(gpu_ids)})
@@ -421,25 +424,7 @@ def make_searcher(config: SweepConfig, error_for: Callable[[str], str | None]):
 # ------------------------------------------------------------------------------------- frontier
 def trial_rows(tracker: SweepTracker, parent_id: str, space: Space) -> list[dict]:
     """Finished full-budget trials of a sweep, in the order they ended (reused results excluded)."""
-    rows = []
-    for run in sorted(tracker.children(parent_id), key=lambda r: (r.info.end_time or 0, r.info.run_id)):
-        tags, metrics = run.data.tags, run.data.metrics
-        if run.info.status != "FINISHED" or tags.get("trial.status") != OK or "reused_from" in tags:
-            continue
-        params = {s.name: run.data.params.get(s.name, "") for s in space.sites}
-        rows.append(
-            {
-                "trial_id": tags.get("trial.id", ""),
-                "run_id": run.info.run_id,
-                "arch_hash": tags.get("arch_hash", ""),
-                **{k: metrics.get(k) for k in REPORT_KEYS},
-                "n_params": int(metrics.get("n_params", 0)),
-                "latency_device": tags.get("latency_device", ""),
-                "params": params,
-                "label": "base" if all(v == "keep" for v in params.values()) else "",
-            }
-        )
-    return rows
+    return records.trial_rows(tracker.children(parent_id), [s.name for s in space.sites])
 
 
 def hand_placement_hash(space: Space, budget: Budget, nc: int) -> str | None:
@@ -458,7 +443,7 @@ def finalize(
     tracker: SweepTracker, parent_id: str, space: Space, budget: Budget, nc: int, out_dir: Path
 ) -> list[dict]:
     """Tag the frontier; attach its table, plots and the sweep report to the parent; log hypervolume."""
-    from .report import sweep_report, write_report
+    from .report import BASE_TEXT, HAND_TEXT, sweep_report, write_report
 
     objectives = list(space.objectives)
     hand = hand_placement_hash(space, budget, nc)
@@ -469,9 +454,9 @@ def finalize(
     front = frontier_table(rows, objectives)
     on_front = {r["arch_hash"] for r in front}
     for run in tracker.children(parent_id):
-        if run.data.tags.get("trial.status") == OK:
+        if run.data.tags.get(Tag.STATUS) == OK:
             tracker.set_tags(
-                run.info.run_id, {"pareto": str(run.data.tags.get("arch_hash") in on_front).lower()}
+                run.info.run_id, {Tag.PARETO: str(run.data.tags.get(Tag.ARCH) in on_front).lower()}
             )
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = ["trial_id", "arch_hash", *[o.metric for o in objectives], "n_params", "params"]
@@ -487,26 +472,26 @@ def finalize(
             objectives,
             out_dir / "frontier.png",
             out_dir / "frontier.html",
-            highlight={"base": "unmodified base", "hand": "hand placement (layer 5 GhostModuleV3)"},
+            highlight={"base": BASE_TEXT, "hand": HAND_TEXT},
             title=f"{space.name}: {len(rows)} trials, {len(front)} on the frontier",
         )
         artifacts += [out_dir / "frontier.png", out_dir / "frontier.html"]
-        directions = [o.direction for o in objectives]
-        groups = comparable_groups(rows, objectives)
-        if len(groups) > 1:  # latencies of different devices are never compared: the largest group's
-            device, rows_hv = max(groups.items(), key=lambda kv: len(kv[1]))
-            tracker.set_tags(parent_id, {"hypervolume.latency_device": device})
-        else:
-            rows_hv = rows
-        points = [[r[o.metric] for o in objectives] for r in rows_hv]
-        reference = default_reference(points, directions)
-        logged = {m.step for m in tracker.client.get_metric_history(parent_id, "hypervolume")}
-        for i in range(1, len(points) + 1):
+    curve = None
+    if rows:
+        try:  # once per sweep end: logged here, shown in the report
+            curve = hypervolume_curve(rows, objectives)
+        except ValueError as exc:
+            LOGGER.warning("no hypervolume for sweep run %s: %s", parent_id, exc)
+    if curve is not None:
+        _, values, counted = curve
+        if len(comparable_groups(rows, objectives)) > 1:
+            tracker.set_tags(parent_id, {"hypervolume.latency_device": counted[0].get("latency_device", "")})
+        logged = tracker.metric_steps(parent_id, "hypervolume")
+        for i, value in enumerate(values, 1):
             if i not in logged:  # a resumed sweep that already logged some steps does not log them twice
-                tracker.log_metrics(
-                    parent_id, {"hypervolume": hypervolume(points[:i], directions, reference)}, step=i
-                )
-    artifacts.append(write_report(out_dir / "report.html", sweep_report(space, budget, rows)))
+                tracker.log_metrics(parent_id, {"hypervolume": value}, step=i)
+    report = sweep_report(space, budget, rows, front=front, hypervolumes=curve)
+    artifacts.append(write_report(out_dir / "report.html", report))
     for path in artifacts:
         tracker.log_artifact(parent_id, str(path))
     tracker.set_tags(parent_id, {"frontier.size": str(len(front)), "trials.finished": str(len(rows))})
@@ -582,13 +567,13 @@ class TrialRecord:
     def run(self, trial_id: str):
         tracker = SweepTracker(self.tracking_uri, self.experiment)
         return tracker, next(
-            (r for r in tracker.children(self.parent_id) if r.data.tags.get("trial.id") == trial_id), None
+            (r for r in tracker.children(self.parent_id) if r.data.tags.get(Tag.TRIAL_ID) == trial_id), None
         )
 
     def __call__(self, trial_id: str) -> str | None:
         """The error recorded for a trial, if any."""
         _, run = self.run(trial_id)
-        return run.data.tags.get("error") if run is not None else None
+        return run.data.tags.get(Tag.ERROR) if run is not None else None
 
 
 class TrialOutcomes(Callback):
@@ -605,15 +590,15 @@ class TrialOutcomes(Callback):
         if (trial.last_result or {}).get("final"):
             return
         tracker, run = self.record.run(trial.trial_id)
-        if run is not None and run.data.tags.get("trial.status") == TRAINING:
-            tracker.set_tags(run.info.run_id, {"trial.status": STOPPED, "stopped_early": "true"})
+        if run is not None and run.data.tags.get(Tag.STATUS) == TRAINING:
+            tracker.set_tags(run.info.run_id, {Tag.STATUS: STOPPED, Tag.STOPPED_EARLY: "true"})
             tracker.finish(run.info.run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         tracker, run = self.record.run(trial.trial_id)
-        if run is None or run.data.tags.get("trial.status") not in (None, TRAINING):
+        if run is None or run.data.tags.get(Tag.STATUS) not in (None, TRAINING):
             return  # the trial recorded its own outcome (a failure it caught, infeasible, ...)
-        tracker.set_tags(run.info.run_id, {"trial.status": LOST})
+        tracker.set_tags(run.info.run_id, {Tag.STATUS: LOST})
         tracker.finish(
             run.info.run_id,
             "FAILED",

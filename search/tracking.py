@@ -31,6 +31,8 @@ from urllib.parse import urlparse
 # Only `import mlflow`: ruff counts the repo's mlflow/ folder as first-party and would split the group.
 import mlflow
 
+from .records import Tag
+
 __all__ = [
     "DEFAULT_STORE_DIR",
     "SweepTracker",
@@ -38,6 +40,7 @@ __all__ = [
     "check_tracking",
     "default_tracking_uri",
     "find_parent",
+    "local_store_path",
     "git_commit",
     "sanitize_metric_name",
     "sanitize_metrics",
@@ -61,8 +64,8 @@ _PAGE_SIZE = 1000
 _TERMINAL = ("FINISHED", "FAILED", "KILLED")
 _SWEEP_NAME = "sweep.name"
 _SWEEP_ROLE = "sweep.role"
-_TRIAL_ID = "trial.id"
-_PARENT_ID = "mlflow.parentRunId"
+_TRIAL_ID = Tag.TRIAL_ID
+_PARENT_ID = Tag.PARENT
 _RUN_NAME = "mlflow.runName"
 _GIT_COMMIT = "mlflow.source.git.commit"
 
@@ -94,7 +97,7 @@ def git_commit() -> str | None:
 # --------------------------------------------------------------------------- store checks
 
 
-def _local_store_path(uri: str) -> tuple[str, Path | None] | None:
+def local_store_path(uri: str) -> tuple[str, Path | None] | None:
     """Classify a local store URI as ``("sqlite", db_file)`` or ``("file", folder)``; None if not local.
 
     The db file is None for an in-memory SQLite database.
@@ -184,7 +187,7 @@ def check_tracking(uri: str, timeout_s: float = 10) -> None:
             raise TrackingError(f"MLflow tracking server at {uri} is unreachable: {reason}") from exc
         _client_probe(uri, max(1.0, timeout_s - (time.monotonic() - start)))
         return
-    local = _local_store_path(uri)
+    local = local_store_path(uri)
     if local is None:
         _client_probe(uri, timeout_s)
         return
@@ -201,7 +204,7 @@ def find_parent(uri: str, experiment: str, sweep_name: str) -> mlflow.entities.R
 
     A sqlite store that does not exist yet is not created.
     """
-    local = _local_store_path(uri)
+    local = local_store_path(uri)
     if local is not None and local[0] == "sqlite" and local[1] is not None and not local[1].exists():
         return None
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -345,7 +348,7 @@ class SweepTracker:
     def _experiment_id(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp is None:
-            local = _local_store_path(self.tracking_uri)
+            local = local_store_path(self.tracking_uri)
             location = None
             if local is not None and local[0] == "sqlite" and local[1] is not None:
                 location = (local[1].resolve().parent / "artifacts").as_uri()
@@ -499,6 +502,18 @@ class SweepTracker:
         run = self.client.create_run(experiment_id, tags=clean_tags, run_name=run_name)
         self._log_batch(run.info.run_id, params=clean_params)
         return run.info.run_id
+
+    def run(self, run_id: str) -> mlflow.entities.Run:
+        """The run as stored now (tags, params, metrics, status)."""
+        return self.client.get_run(run_id)
+
+    def reopen(self, run_id: str) -> None:
+        """Set a terminated run back to RUNNING (a trial that restarts)."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def metric_steps(self, run_id: str, key: str) -> set[int]:
+        """The steps at which ``key`` was logged on the run."""
+        return {m.step for m in self.client.get_metric_history(run_id, key)}
 
     # ----------------------------------------------------------------- logging
 

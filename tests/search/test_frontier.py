@@ -20,8 +20,8 @@ from search.frontier import (
     hypervolume,
     non_dominated_sort,
     pareto_front,
-    plot_frontier,
 )
+from search.plots import plot_frontier
 
 GRID = 5  # coordinates drawn from 0..GRID-1 so ties and duplicates are frequent
 PROPS = settings(max_examples=200, deadline=None)

@@ -13,7 +13,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from search.materialize import arch_hash, layer_channels, materialize  # noqa: E402
+from search.layers import layer_channels  # noqa: E402
+from search.materialize import arch_hash, materialize  # noqa: E402
 from search.space import Budget, Space, list_spaces, load_base, load_space, parse_space  # noqa: E402
 
 PROXY = Budget("cpu", epochs=1, imgsz=160, batch=2, width=0.25, depth=0.34, hidden_dim=64, queries=100)

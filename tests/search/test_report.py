@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from search.frontier import Objective, _fmt, default_reference, frontier_table, hypervolume
+from search.frontier import Objective, default_reference, fmt, frontier_table, hypervolume
 from search.report import BASE_TEXT, HAND_TEXT, SECTIONS, sweep_report, write_report
 from search.space import Budget, load_space
 
@@ -110,7 +110,7 @@ def test_self_contained_with_every_section(placements):
         assert f'data-site="{s.name}"' in doc
     budget = Tables(doc).find(id="budget")  # every Budget field, then is_proxy
     assert [c[0][0] for c in budget] == [
-        _fmt(getattr(space.budgets["cpu"], f.name)) for f in fields(Budget)
+        fmt(getattr(space.budgets["cpu"], f.name)) for f in fields(Budget)
     ] + ["True"]
     assert len(Tables(doc).find(id="sites")) == len(space.sites)
     assert any("GhostModuleV3" in cells[3][0] for cells in Tables(doc).find(id="sites"))
