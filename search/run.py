@@ -306,7 +306,12 @@ def main(argv: list[str] | None = None) -> int:
             f"budget '{config.budget}' ({b.epochs} epochs at {b.imgsz}px, a scaled-down proxy model), "
             "local Ray, embedded MLflow store. Pass --samples/--epochs to change it."
         )
-    run_sweep(config)
+    for noisy in ("optuna", "mlflow"):  # their info lines (a new study, a new store) are not the user's news
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    run_sweep(config, say=print, live=sys.stdout.isatty())
     return 0
 
 

@@ -14,6 +14,8 @@ import json
 import logging
 import os
 import shutil
+import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -350,7 +352,15 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         {Tag.STATUS: OK, Tag.LATENCY_DEVICE: result["latency_device"], "weights": result["weights"]},
     )
     tracker.finish(run_id)
-    tune.report({**final, "final": 1, "arch_hash": arch, "gpu_ids": ",".join(gpu_ids)})
+    tune.report(
+        {
+            **final,
+            "final": 1,
+            "arch_hash": arch,
+            "gpu_ids": ",".join(gpu_ids),
+            "latency_device": result["latency_device"],
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------ search
@@ -523,39 +533,120 @@ def frontier_text(front: list[dict], space: Space) -> str:
 
 # -------------------------------------------------------------------------------------- progress
 class Progress(Callback):
-    """One line per trial event instead of Ray's full status table."""
+    """The sweep in the terminal, instead of Ray's tables.
 
-    def __init__(self, say: Callable[[str], None], objectives, total: int, where: str) -> None:
-        self.say, self.objectives, self.total, self.where = say, objectives, total, where
+    A line per trial event (started, finished, failed) with the counts, the frontier's size and
+    hypervolume so far; and each running trial's progress after every epoch (its choices, epoch e/E,
+    that epoch's mAP, and an estimate of the sweep's time left): rewritten in place when ``live`` (a
+    terminal), else a plain line per epoch.
+    """
 
-    def _line(self, trials, event: str, trial=None, now: str = "") -> None:
+    def __init__(
+        self,
+        say: Callable[[str], None],
+        objectives,
+        total: int,
+        where: str,
+        *,
+        epochs: int = 1,
+        concurrent: int = 1,
+        live: bool = False,
+        stream=None,
+    ) -> None:
+        self.say, self.objectives, self.total, self.where = say, list(objectives), total, where
+        self.epochs, self.concurrent, self.live = epochs, max(1, concurrent), live
+        self.stream = stream if stream is not None else sys.stdout
+        self.last: dict[str, tuple[float, int]] = {}  # trial id -> (time of its last result, epoch)
+        self.epoch_s: list[float] = []
+        self.rows: dict[str, dict] = {}  # finished trials' final results
+        self.in_place = False
+
+    def _emit(self, line: str, *, transient: bool = False) -> None:
+        if self.live:
+            self.stream.write("\r\x1b[K" + (line if transient else ""))
+            self.stream.flush()
+            self.in_place = transient
+            if transient:
+                return
+        self.say(line)
+
+    def _frontier(self) -> str:
+        rows = list(self.rows.values())
+        if not rows:
+            return ""
+        front = frontier_table(rows, self.objectives)
+        try:
+            hv = f", hypervolume {hypervolume_curve(rows, self.objectives)[1][-1]:.4g}"
+        except ValueError:
+            hv = ""
+        return f" | frontier {len(front)} of {len(rows)}{hv}"
+
+    def _counts(self, trials, trial=None, now: str = "") -> tuple[int, int, int]:
         # Ray calls back before it updates the trial's own status: count it as it is about to be.
         status = {t.trial_id: t.status for t in trials}
         if trial is not None:
             status[trial.trial_id] = now
         done = sum(s in ("TERMINATED", "ERROR") for s in status.values())
         running = sum(s == "RUNNING" for s in status.values())
-        pending = max(0, self.total - done - running)
-        main = self.objectives[0]
-        finished = [t for t in trials if t.status == "TERMINATED" and main.metric in (t.last_result or {})]
-        finished = [t for t in finished if t.last_result.get("final")]
-        best = ""
-        if finished:
-            pick = max if main.direction == "maximize" else min
-            r = pick(finished, key=lambda t: t.last_result[main.metric]).last_result
-            best = " | best " + ", ".join(
-                f"{o.metric} {r.get(o.metric, float('nan')):.4g}" for o in self.objectives
-            )
-        self.say(f"[sweep] {event} | {done} done, {running} running, {pending} pending{best} | {self.where}")
+        return done, running, max(0, self.total - done - running)
+
+    def _left(self, running: int, pending: int) -> str:
+        """The time left: the mean epoch so far, times the epochs left, over the trials running at once."""
+        if not self.epoch_s:
+            return ""
+        epochs_left = sum(self.epochs - e for _, e in self.last.values()) + pending * self.epochs
+        seconds = (
+            statistics.mean(self.epoch_s) * epochs_left / min(self.concurrent, max(1, running + pending))
+        )
+        return f" | about {seconds / 60:.0f} min left" if seconds >= 90 else f" | about {seconds:.0f} s left"
+
+    def _line(self, trials, event: str, trial=None, now: str = "") -> None:
+        done, running, pending = self._counts(trials, trial, now)
+        self._emit(
+            f"[sweep] {event} | {done} done, {running} running, {pending} pending{self._frontier()}"
+            f"{self._left(running, pending)} | {self.where}"
+        )
+
+    @staticmethod
+    def _choices(trial) -> str:
+        config = trial.config or {}
+        return " ".join(f"{k}={v}" for k, v in config.items() if v != "keep") or "base"
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._line(trials, f"started {trial.trial_id}", trial, "RUNNING")
+        self.last.setdefault(trial.trial_id, (time.monotonic(), 0))
+        self._line(trials, f"started {trial.trial_id} {self._choices(trial)}", trial, "RUNNING")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("final") or "epoch" not in result:
+            return
+        now, epoch = time.monotonic(), int(result["epoch"])
+        since, before = self.last.get(trial.trial_id, (now, epoch - 1))
+        if epoch > before:
+            self.epoch_s.append((now - since) / (epoch - before))
+        self.last[trial.trial_id] = (now, epoch)
+        _, running, pending = self._counts(trials)
+        main = self.objectives[0].metric
+        value = result.get(main, float("nan"))
+        self._emit(
+            f"[sweep] {trial.trial_id} {self._choices(trial)}: epoch {epoch}/{self.epochs}, "
+            f"{main} {value:.4g}{self._left(running, pending)}",
+            transient=True,
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self.last.pop(trial.trial_id, None)
+        result = trial.last_result or {}
+        if result.get("final"):
+            self.rows[result.get("arch_hash") or trial.trial_id] = result  # a reused result counts once
         self._line(trials, f"finished {trial.trial_id}", trial, "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self.last.pop(trial.trial_id, None)
         self._line(trials, f"failed {trial.trial_id}", trial, "ERROR")
+
+    def on_experiment_end(self, trials, **info):
+        if self.in_place:
+            self._emit("")
 
 
 class TrialRecord:
@@ -620,13 +711,23 @@ def experiment_path(config: SweepConfig) -> Path:
     return Path(config.storage_path).resolve() / config.name
 
 
-def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> list[dict]:
-    """Run (or resume) a sweep to the end and return its frontier rows."""
+def run_sweep(
+    config: SweepConfig, say: Callable[[str], None] = LOGGER.info, *, live: bool = False
+) -> list[dict]:
+    """Run (or resume) a sweep to the end and return its frontier rows.
+
+    Args:
+        config: the resolved sweep.
+        say: where progress lines go (default: this module's logger; the CLI prints them).
+        live: rewrite each running trial's epoch line in place (a terminal) instead of one line per epoch.
+    """
     import ray
     from ray import tune
 
     # A checkpoint every epoch is the point (resume from the last epoch): don't warn about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ray's own experiment banner, configuration table and TensorBoard hint: the Progress callback says it
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     space = config.space
     path = experiment_path(config)
     tracker = SweepTracker(config.tracking_uri, config.experiment)
@@ -673,7 +774,15 @@ def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> list[d
         storage_path=str(path.parent),
         verbose=0,
         callbacks=[
-            Progress(say, space.objectives, config.samples, where),
+            Progress(
+                say,
+                space.objectives,
+                config.samples,
+                where,
+                epochs=budget.epochs,
+                concurrent=config.max_concurrent,
+                live=live,
+            ),
             TrialOutcomes(record),
         ],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -725,8 +834,21 @@ def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> list[d
     tracker.close_dangling(parent_id)
     tracker.finish(parent_id)
     say(f"[sweep] frontier of {config.name} ({len(front)} trials):\n{frontier_text(front, space)}")
-    say(
-        f"[sweep] compare the trials in the MLflow UI: bash mlflow/server.sh, then open the experiment "
-        f"'{config.experiment}' and run {parent_id}"
-    )
+    say(f"[sweep] {compare_link(config.tracking_uri, tracker.experiment_id, [r['run_id'] for r in front])}")
     return front
+
+
+def compare_link(tracking_uri: str, experiment_id: str, run_ids: list[str]) -> str:
+    """Where a user sees the frontier's runs side by side: MLflow's compare view, as a link."""
+    import json
+    from urllib.parse import urlencode
+
+    served = tracking_uri.startswith(("http://", "https://"))
+    ui = tracking_uri.rstrip("/") if served else "http://127.0.0.1:5000"
+    if not run_ids:
+        where = f"{ui}/#/experiments/{experiment_id}"
+    else:
+        query = urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id])})
+        where = f"{ui}/#/compare-runs?{query}"
+    start = "" if served else "start the UI with `bash mlflow/server.sh`, then open "
+    return f"the frontier's runs side by side in MLflow: {start}{where}"

@@ -15,9 +15,17 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules(search.__path__))
 
 
 def test_the_package_has_the_modules_the_readme_names():
-    assert {"space", "materialize", "layers", "trial", "cost", "sweep", "records", "frontier", "plots"} <= set(
-        MODULES
-    )
+    assert {
+        "space",
+        "materialize",
+        "layers",
+        "trial",
+        "cost",
+        "sweep",
+        "records",
+        "frontier",
+        "plots",
+    } <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import mlflow
@@ -133,6 +135,14 @@ def test_frontier_is_tagged_and_attached_to_the_parent(grid_sweep):
     # the terminal shows progress lines and the frontier table, not Ray's status table
     assert "[sweep] frontier of ablation" in done.stdout and "pending" in done.stdout
     assert "Trial status:" not in done.stdout
+    # each running trial's progress per epoch, the frontier's size and hypervolume, a link to the frontier's runs
+    assert re.search(r"\[sweep\] \w+ stage3=(ori|gate): epoch 1/1, map50_95 [0-9.e-]+", done.stdout)
+    assert re.search(r"\| frontier [1-3] of [1-3], hypervolume [0-9.e-]+", done.stdout)
+    front_ids = {c.info.run_id for c in children if c.data.tags.get("pareto") == "true"}
+    link = re.search(r"/#/compare-runs\?runs=(\S+?)&experiments=", done.stdout)
+    assert link and set(json.loads(urllib.parse.unquote_plus(link.group(1)))) == front_ids
+    for ray_banner in ("Configuration for experiment", "TensorBoard", "View detailed results here"):
+        assert ray_banner not in done.stdout + done.stderr
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on_without_training_an_architecture_twice(tmp_path):
