@@ -62,3 +62,17 @@ def test_a_bad_space_file_is_one_line_and_exit_2(tmp_path):
             and "fast" in done.stderr
         )
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_fractional_gpus_per_trial_pack_trials_onto_a_gpu_and_more_than_one_is_refused():
+    import pytest
+
+    from search.run import UsageError, _parser, _positive
+
+    for value, ok in (("0.25", True), ("0.5", True), ("1", True), ("1.5", False), ("2", False)):
+        args = _parser().parse_args(["--gpus-per-trial", value])
+        if ok:
+            _positive(args)
+        else:
+            with pytest.raises(UsageError, match="--gpus-per-trial must be at most 1"):
+                _positive(args)
