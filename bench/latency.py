@@ -62,8 +62,9 @@ import torch
 from _machine import load_average  # noqa: E402  (bench/ is the script's folder)
 from torch import nn
 
-# Imported before anything that imports ultralytics: it sets YOLO_OFFLINE etc.
 import search.ultra
+
+search.ultra.offline()  # before anything imports ultralytics
 
 POINTS = {"ori": "ori", "gate": "ori_shortcut_mul_conv15"}  # the modes space's choices -> mode
 

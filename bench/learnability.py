@@ -53,7 +53,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _machine import load_average  # noqa: E402  (bench/ is the script's folder)
 
-from search import ultra  # noqa: E402,F401  (must precede any ultralytics import)
+from search import ultra  # noqa: E402
+
+ultra.offline()  # before anything imports ultralytics
 
 
 def _parser() -> argparse.ArgumentParser:

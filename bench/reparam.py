@@ -59,8 +59,9 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-# Imported before anything that imports ultralytics (ghost_blocks does): it sets YOLO_OFFLINE etc.
 import search.ultra
+
+search.ultra.offline()  # before anything imports ultralytics (ghost_blocks does)
 
 if TYPE_CHECKING:
     from ghost_blocks import GhostModuleV3

@@ -25,8 +25,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import ghost_blocks
-
 from .provenance import code_version
 from .ultra import CACHE
 
@@ -42,6 +40,8 @@ class CostError(RuntimeError):
 
 def deploy_form(model: nn.Module) -> nn.Module:
     """A deployable copy of an Ultralytics model: GhostModuleV3 re-parameterised, then Ultralytics' fuse."""
+    import ghost_blocks
+
     deployed = ghost_blocks.reparameterize_model(model)
     deployed = deployed.fuse(verbose=False) if hasattr(deployed, "fuse") else deployed
     return deployed.eval()

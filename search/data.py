@@ -15,13 +15,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-# Only the rare relative-`path` case imports ultralytics (for its datasets dir); keep it offline then.
-os.environ.setdefault("YOLO_OFFLINE", "1")
-os.environ.setdefault("YOLO_AUTOINSTALL", "false")
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
+import cv2
+import numpy as np
+import yaml
 
 __all__ = ["CLASS_NAMES", "DataError", "builtin_dataset", "check_dataset", "dataset_fingerprint"]
 

@@ -46,11 +46,12 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
-from . import ultra  # must precede any ultralytics import
+from . import ultra
+from .cli import Parser, start, usage_error
 from .records import EXPERIMENT, OK, Tag
 
 __all__ = ["ATOL", "EXPERIMENT", "PICKS", "ExportError", "compare_outputs", "export_run", "knee", "pick_run"]
@@ -395,13 +396,8 @@ def export_run(
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
-        self.exit(2, f"error: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m search.export", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m search.export", description=__doc__.split("\n\n")[0])
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run-id", help="the MLflow run of one trial")
     which.add_argument("--sweep", help="a sweep name: export one of its frontier trials (see --pick)")
@@ -424,7 +420,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .tracking import default_tracking_uri
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    start()
     # MLflow draws a progress bar per downloaded artifact on stderr, which must carry one line on errors
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = _parser().parse_args(argv)
@@ -455,8 +451,7 @@ def main(argv: list[str] | None = None) -> int:
             atol=args.atol,
         )
     except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(exc)
     check = record["check"]
     metrics = " ".join(f"{k} {v:.4g}" for k, v in record["metrics"].items())
     print(f"[export] run {record['run_id']} (trial {record['trial_id']}, pick {record['pick']}): {metrics}")

@@ -6,11 +6,10 @@ python -m search.pareto --sweep NAME --all --format json --tracking-uri http://m
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from . import ultra  # noqa: F401  (must precede any ultralytics import)
+from .cli import Parser, start, usage_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,9 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     from .sweep import frontier_text, trial_rows
     from .tracking import SweepTracker, TrackingError, check_tracking, default_tracking_uri
 
-    p = argparse.ArgumentParser(
-        prog="python -m search.pareto", description="Print the frontier of a past sweep."
-    )
+    start()
+    p = Parser(prog="python -m search.pareto", description="Print the frontier of a past sweep.")
     p.add_argument("--sweep", required=True, help="the sweep's --name")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the embedded store in mlflow/)")
     p.add_argument("--experiment", default=EXPERIMENT)
@@ -39,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         parent = parents[0]
         space = load_space(parent.data.params["space_file"])
     except (TrackingError, SpaceError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(exc)
     objectives = list(space.objectives)
     rows = trial_rows(tracker, parent.info.run_id, space)
     shown = rows if args.all else frontier_table(rows, objectives)

@@ -184,7 +184,9 @@ def _plot_objectives(space: Space) -> list[Objective]:
     return [Objective(m, _direction(space, m, d)) for m, d in _EFFECT_METRICS]
 
 
-def _frontier_section(space: Space, rows: list[dict], front: list[dict], hand_text: str) -> str:
+def _frontier_section(
+    space: Space, rows: list[dict], front: list[dict], references: Mapping[str, str]
+) -> str:
     objectives = _objectives(space)
     parts = [
         f"<h2>Frontier</h2>\n<p>{len(front)} of {len(rows)} finished trials are on the Pareto frontier "
@@ -201,7 +203,7 @@ def _frontier_section(space: Space, rows: list[dict], front: list[dict], hand_te
         parts.append("<p>No trial finished: the frontier is empty.</p>")
         return "\n".join(parts)
     parts.append(_rows_table(front, objectives, ' id="frontier"'))
-    highlight = {"base": BASE_TEXT, "hand": hand_text}  # fixed order: fixed colours
+    highlight = {"base": BASE_TEXT, **references}  # fixed order: fixed colours
     panels = build_panels(rows, _plot_objectives(space))
     on_front = {id(r) for r in front}
     for p in panels:  # ring the frontier over the space's own objectives, whatever is plotted
@@ -333,6 +335,7 @@ def sweep_report(
     *,
     title: str = "",
     hand_placement: dict[str, str] | None = None,
+    references: Mapping[str, str] | None = None,
     front: list[dict] | None = None,
     hypervolumes: tuple[list[float], list[float], list[dict]] | None = None,
 ) -> str:
@@ -345,6 +348,8 @@ def sweep_report(
         title: page title (default: ``"<space name> sweep report"``).
         hand_placement: ``arch_hash -> caption`` of the hand-made placement; rows with such a hash are
             marked ``"hand"``, like rows whose ``label`` already is ``"hand"``.
+        references: ``label -> caption`` of the references the space names (rows carry the label);
+            default: the hand-made placement as ``"hand"``.
         front: the frontier of ``rows`` when the caller has it (:func:`search.frontier.frontier_table`).
         hypervolumes: their :func:`search.frontier.hypervolume_curve` when the caller has it.
     """
@@ -366,7 +371,7 @@ def sweep_report(
     sections = [
         _space_section(space),
         _budget_section(budget),
-        _frontier_section(space, rows, front, hand_text),
+        _frontier_section(space, rows, front, references if references is not None else {"hand": hand_text}),
         _hypervolume_section(space, rows, hypervolumes),
         _effects_section(space, rows),
         _trials_section(space, rows),

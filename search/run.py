@@ -18,16 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-from . import ultra  # noqa: F401  (must precede any ultralytics import)
+from . import ultra
+from .cli import Parser, UsageError, start, usage_error
 from .records import EXPERIMENT
 
 
-class UsageError(ValueError):
-    """A problem with the command line or its inputs; exit code 2."""
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m search.run", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--space", default="placements", help="a space name in spaces/ or a path (default: placements)"
     )
@@ -283,7 +280,7 @@ def start_ray(address: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     from .space import SpaceError, load_space
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    start()
     args = _parser().parse_args(argv)
     try:
         _positive(args)
@@ -295,8 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         ultra.setup()
         start_ray(config.address)  # before anything is written to MLflow
     except (UsageError, SpaceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(exc)
     from .sweep import resolved_budget, run_sweep
 
     b = resolved_budget(space, config.budget, config.overrides)

@@ -11,6 +11,7 @@ file, the key path and the problem. Heavy libraries (torch, ultralytics) are not
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import itertools
@@ -37,6 +38,7 @@ __all__ = [
     "Choice",
     "Constraints",
     "Objective",
+    "Reference",
     "Site",
     "Space",
     "SpaceError",
@@ -44,6 +46,7 @@ __all__ = [
     "load_base",
     "load_space",
     "parse_space",
+    "space_document",
     "validate_params",
 ]
 
@@ -54,7 +57,7 @@ MODES = ("ori", "ori_shortcut_mul_conv15")
 OPS = ("keep", "replace", "insert")
 DIRECTIONS = ("maximize", "minimize")
 
-_TOP_KEYS = ("name", "description", "base", "objectives", "constraints", "budgets", "sites")
+_TOP_KEYS = ("name", "description", "base", "objectives", "constraints", "budgets", "sites", "references")
 _TOP_REQUIRED = ("name", "base", "objectives", "budgets", "sites")
 _SITE_KEYS = ("layer", "choices", "description")
 _CHOICE_KEYS = ("op", "block", "mode", "args", "repeats")
@@ -144,6 +147,15 @@ class Constraints:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A point of the space a user compares against (e.g. a placement made by hand), marked in reports."""
+
+    name: str
+    params: tuple[tuple[str, str], ...]  # (site, choice) for every site, in file order
+    caption: str
+
+
+@dataclass(frozen=True)
 class Space:
     """A validated search space."""
 
@@ -156,6 +168,7 @@ class Space:
     sites: tuple[Site, ...]
     budgets: dict[str, Budget]
     constraints: Constraints = Constraints()
+    references: tuple[Reference, ...] = ()
 
     @property
     def size(self) -> int:
@@ -551,7 +564,7 @@ def parse_space(data: dict, path: str, *, base_yaml: dict | None = None) -> Spac
             raise _err(path, "base", " ".join(str(e).split())) from None
     if not isinstance(base_yaml.get("backbone"), list) or not isinstance(base_yaml.get("head"), list):
         raise _err(path, "base", "the base model has no 'backbone' and 'head' layer lists")
-    return Space(
+    space = Space(
         name=name,
         path=path,
         description=description,
@@ -562,6 +575,70 @@ def parse_space(data: dict, path: str, *, base_yaml: dict | None = None) -> Spac
         budgets=_budgets(path, data["budgets"]),
         constraints=_constraints(path, data.get("constraints")),
     )
+    return dataclasses.replace(space, references=_references(space, data.get("references")))
+
+
+def _references(space: Space, raw: Any) -> tuple[Reference, ...]:
+    if raw is None:
+        return ()
+    path = space.path
+    if not isinstance(raw, dict):
+        raise _err(path, "references", f"expected a mapping of reference name to reference, got {raw!r}")
+    out = []
+    for rname, rraw in raw.items():
+        key = f"references.{_name(path, f'references.{rname}', rname, 'reference')}"
+        if rname == "base":
+            raise _err(
+                path, key, "'base' is the unmodified model, always marked; name the reference otherwise"
+            )
+        rraw = _mapping(path, key, rraw, ("params", "caption"), ("params", "caption"))
+        if not isinstance(rraw["caption"], str) or not rraw["caption"].strip():
+            raise _err(path, f"{key}.caption", f"expected a non-empty string, got {rraw['caption']!r}")
+        try:
+            params = validate_params(space, rraw["params"])
+        except SpaceError as e:
+            raise _err(path, f"{key}.params", str(e).split(": ", 2)[-1]) from None
+        out.append(Reference(rname, tuple(params.items()), rraw["caption"]))
+    return tuple(out)
+
+
+def space_document(space: Space, budget: Budget | None = None) -> dict:
+    """The space as a space file would say it, with ``budget`` (e.g. one resolved with a sweep's flags) in
+    place of the budget of its name. It loads as a space again.
+
+    Logged with a sweep, so the run records exactly what its trials were built and trained from.
+    """
+
+    def choice(c: Choice) -> Any:
+        if c.op == "keep":
+            return "keep"
+        out = {"op": c.op, "block": c.block, "mode": c.mode}
+        if c.args is not None:
+            out["args"] = list(c.args)
+        if c.repeats is not None:
+            out["repeats"] = c.repeats
+        return out
+
+    budgets = list({**space.budgets, **({budget.name: budget} if budget is not None else {})}.values())
+    doc = {
+        "name": space.name,
+        "description": space.description,
+        "base": space.base,
+        "objectives": [{"metric": o.metric, "direction": o.direction} for o in space.objectives],
+        "constraints": dataclasses.asdict(space.constraints),
+        "budgets": {
+            b.name: {k: v for k, v in dataclasses.asdict(b).items() if k != "name" and v not in (None, {})}
+            for b in budgets
+        },
+        "sites": {
+            s.name: {"layer": s.layer, "choices": {c.name: choice(c) for c in s.choices}} for s in space.sites
+        },
+    }
+    if space.references:
+        doc["references"] = {
+            r.name: {"params": dict(r.params), "caption": r.caption} for r in space.references
+        }
+    return doc
 
 
 def validate_params(space: Space, params: dict[str, str]) -> dict[str, str]:

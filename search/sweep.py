@@ -50,7 +50,7 @@ from .records import (
     TRIAL_METRICS,
     Tag,
 )
-from .space import Budget, Space, load_space
+from .space import Budget, Space
 from .tracking import SweepTracker, git_commit
 
 LOGGER = logging.getLogger(__name__)
@@ -64,11 +64,11 @@ class TrialInfeasible(RuntimeError):
 
 @dataclass
 class SweepContext:
-    """What every trial of a sweep shares; plain data so Ray can ship it to workers."""
+    """What every trial of a sweep shares, resolved once at the edge; plain data so Ray ships it to workers."""
 
-    space_path: str
-    budget: str
-    overrides: dict
+    space: Space
+    budget: Budget  # resolved: the space's budget with the sweep's overrides
+    nc: int  # the dataset's class count: every trial's model is built for it
     data: str | None
     tracking_uri: str
     experiment: str
@@ -220,16 +220,13 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
     from ray import tune
 
     from .materialize import arch_hash, materialize
-    from .trial import TrialFailed, TrialSpec, prepare_data, run_trial, with_classes
+    from .trial import TrialFailed, TrialSpec, run_trial, with_classes
 
     ultra.setup()
     trial_id = tune.get_context().get_trial_id()
-    space = load_space(ctx.space_path)
+    space, budget = ctx.space, ctx.budget
     params = _site_params(space, config)
-    budget = resolved_budget(space, ctx.budget, ctx.overrides)
-    model_yaml, _ = materialize(space, params, budget=budget)
-    data, names = prepare_data(ctx.data)
-    model_yaml = with_classes(model_yaml, len(names))
+    model_yaml = with_classes(materialize(space, params, budget=budget)[0], ctx.nc)
     arch = arch_hash(model_yaml)
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
     node = ray.get_runtime_context().get_node_id()
@@ -240,10 +237,10 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
     run_id = tracker.child(
         ctx.parent_id,
         trial_id,
-        params={**params, "arch_hash": arch, "budget": ctx.budget},
+        params=params,  # the choices: what a user compares runs by (the hash and budget are tags)
         tags={
             Tag.ARCH: arch,
-            "budget": ctx.budget,
+            "budget": budget.name,
             Tag.SETUP: ctx.setup,
             "mlflow.runName": f"{trial_id} {short}"[:250],
         },
@@ -306,7 +303,8 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
     def report(metrics: dict, last_pt: Path | None) -> None:
         # The curves; the objectives are logged once, at the end, from the final validation of best.pt
         # (MLflow shows a metric's value at its highest step, so per-epoch values would shadow it).
-        curves = {k: v for k, v in metrics.items() if k not in REPORT_KEYS and k not in COST_METRICS}
+        # (the epoch is the step: no `epoch` metric of its own to crowd the objectives in MLflow's charts)
+        curves = {k: v for k, v in metrics.items() if k not in (*REPORT_KEYS, *COST_METRICS, "epoch")}
         tracker.log_metrics(run_id, curves, step=int(metrics["epoch"]))
         extra = {"final": 0, "arch_hash": arch, "gpu_ids": ",".join(gpu_ids)}
         if last_pt is None:
@@ -323,6 +321,7 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         model_yaml,
         budget,
         out,
+        arch_hash=arch,  # model_yaml is built for the dataset's classes already
         data=ctx.data,
         device=device,
         seed=ctx.seed,
@@ -437,28 +436,28 @@ def trial_rows(tracker: SweepTracker, parent_id: str, space: Space) -> list[dict
     return records.trial_rows(tracker.children(parent_id), [s.name for s in space.sites])
 
 
-def hand_placement_hash(space: Space, budget: Budget, nc: int) -> str | None:
-    """Architecture hash of the placement users copy by hand (the ``modes`` space's ``ori`` point),
-    under this budget and class count, when the space shares its base model; else None."""
+def reference_hashes(space: Space, budget: Budget, nc: int) -> dict[str, str]:
+    """The architecture hash of each reference the space names, under this budget and class count."""
     from .materialize import arch_hash, materialize
     from .trial import with_classes
 
-    modes = load_space("modes")
-    if modes.base != space.base:
-        return None
-    return arch_hash(with_classes(materialize(modes, {"stage3": "ori"}, budget=budget)[0], nc))
+    return {
+        arch_hash(with_classes(materialize(space, dict(r.params), budget=budget)[0], nc)): r.name
+        for r in space.references
+    }
 
 
 def finalize(
     tracker: SweepTracker, parent_id: str, space: Space, budget: Budget, nc: int, out_dir: Path
 ) -> list[dict]:
     """Tag the frontier; attach its table, plots and the sweep report to the parent; log hypervolume."""
-    from .report import BASE_TEXT, HAND_TEXT, sweep_report, write_report
+    from .report import BASE_TEXT, sweep_report, write_report
 
     objectives = list(space.objectives)
-    hand = hand_placement_hash(space, budget, nc)
+    references = reference_hashes(space, budget, nc)  # the points the space names, marked as such
+    captions = {r.name: r.caption for r in space.references}
     rows = [
-        {**r, "label": "hand" if r["arch_hash"] == hand else r["label"]}
+        {**r, "label": references.get(r["arch_hash"], r["label"])}
         for r in trial_rows(tracker, parent_id, space)
     ]
     front = frontier_table(rows, objectives)
@@ -482,7 +481,7 @@ def finalize(
             objectives,
             out_dir / "frontier.png",
             out_dir / "frontier.html",
-            highlight={"base": BASE_TEXT, "hand": HAND_TEXT},
+            highlight={"base": BASE_TEXT, **captions},
             title=f"{space.name}: {len(rows)} trials, {len(front)} on the frontier",
         )
         artifacts += [out_dir / "frontier.png", out_dir / "frontier.html"]
@@ -500,7 +499,7 @@ def finalize(
         for i, value in enumerate(values, 1):
             if i not in logged:  # a resumed sweep that already logged some steps does not log them twice
                 tracker.log_metrics(parent_id, {"hypervolume": value}, step=i)
-    report = sweep_report(space, budget, rows, front=front, hypervolumes=curve)
+    report = sweep_report(space, budget, rows, references=captions, front=front, hypervolumes=curve)
     artifacts.append(write_report(out_dir / "report.html", report))
     for path in artifacts:
         tracker.log_artifact(parent_id, str(path))
@@ -555,7 +554,7 @@ class Progress(Callback):
     ) -> None:
         self.say, self.objectives, self.total, self.where = say, list(objectives), total, where
         self.epochs, self.concurrent, self.live = epochs, max(1, concurrent), live
-        self.stream = stream if stream is not None else sys.stdout
+        self.stream = stream  # None: sys.stdout when writing (Ray pickles callbacks with the Tuner)
         self.last: dict[str, tuple[float, int]] = {}  # trial id -> (time of its last result, epoch)
         self.epoch_s: list[float] = []
         self.rows: dict[str, dict] = {}  # finished trials' final results
@@ -563,8 +562,9 @@ class Progress(Callback):
 
     def _emit(self, line: str, *, transient: bool = False) -> None:
         if self.live:
-            self.stream.write("\r\x1b[K" + (line if transient else ""))
-            self.stream.flush()
+            stream = self.stream or sys.stdout
+            stream.write("\r\x1b[K" + (line if transient else ""))
+            stream.flush()
             self.in_place = transient
             if transient:
                 return
@@ -750,10 +750,16 @@ def run_sweep(
         tags={"space": space.name, "sampler": config.sampler, "base": space.base, "storage": str(path)},
     )
     where = f"MLflow {config.tracking_uri} experiment '{config.experiment}' run {parent_id}"
+    from .space import space_document
+    from .trial import prepare_data
+
+    # what the trials are built and trained from (a resume writes the same file: its setup is the same)
+    tracker.log_dict(parent_id, space_document(space, budget), "space.yaml")
+    nc = len(prepare_data(config.data)[1])
     ctx = SweepContext(
-        space_path=space.path,
-        budget=config.budget,
-        overrides=config.overrides,
+        space=space,
+        budget=budget,
+        nc=nc,
         data=config.data,
         tracking_uri=config.tracking_uri,
         experiment=config.experiment,
@@ -827,9 +833,6 @@ def run_sweep(
     if pause:  # fault-injection window for tests: the driver dies after the trials, before the frontier
         say(f"[sweep] trials done; writing the frontier in {pause:g} s")
         time.sleep(pause)
-    from .trial import prepare_data
-
-    nc = len(prepare_data(config.data)[1])
     front = finalize(tracker, parent_id, space, budget, nc, path / "report")
     tracker.close_dangling(parent_id)
     tracker.finish(parent_id)

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import ultra  # noqa: F401  (must precede any ultralytics import)
+from . import ultra
+from .cli import Parser, start, usage_error
 
 LOGGER = logging.getLogger(__name__)
 Reporter = Callable[[dict[str, Any], Path | None], None]
@@ -56,6 +57,9 @@ class TrialSpec:
     max_latency_ms: float | None = None
     max_gflops: float | None = None
     train_args: dict = field(default_factory=dict)  # any other Ultralytics train() argument
+    # The caller's search.materialize.arch_hash of model_yaml, when model_yaml is already built for the
+    # dataset's classes (a sweep has both); None: the trial sets the class count and hashes it itself.
+    arch_hash: str | None = None
 
     @classmethod
     def from_budget(cls, model_yaml: dict, budget, out: Path, **kw) -> TrialSpec:
@@ -207,8 +211,11 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
     out = Path(spec.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     data, names = prepare_data(spec.data)
-    model_yaml = with_classes(spec.model_yaml, len(names))
-    h = arch_hash(model_yaml)
+    if spec.arch_hash is not None:
+        model_yaml, h = spec.model_yaml, spec.arch_hash
+    else:
+        model_yaml = with_classes(spec.model_yaml, len(names))
+        h = arch_hash(model_yaml)
     yaml_path = out / "model.yaml"
     yaml_path.write_text(yaml.safe_dump(model_yaml, sort_keys=False))
     device = spec.device or default_device()
@@ -346,9 +353,7 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
 
 # --------------------------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m search.trial", description="Train and measure one RT-DETR architecture."
-    )
+    p = Parser(prog="python -m search.trial", description="Train and measure one RT-DETR architecture.")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--space", help="a space name (spaces/NAME.yaml) or a path to a space file")
     what.add_argument("--model-yaml", help="an Ultralytics RT-DETR model yaml (may use our blocks)")
@@ -435,15 +440,14 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
 def main(argv: list[str] | None = None) -> int:
     from .data import DataError
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    start(logging.INFO)
     args = _parser().parse_args(argv)
     try:
         spec = spec_from_args(args)
         if spec.data is not None:
             prepare_data(spec.data)  # a bad dataset fails here, before any model is built
     except (ValueError, DataError) as exc:  # SpaceError and DataError are ValueErrors
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(exc)
     stdout = sys.stdout
     try:
         with _ultralytics_to_stderr():  # stdout carries exactly one JSON object

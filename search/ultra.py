@@ -1,20 +1,31 @@
 """Ultralytics as the search uses it: offline, no auto-install, and no tracking of its own.
 
-Import this module before anything imports ``ultralytics``. Ultralytics reads these variables at
-import time. Its settings live in our own config folder (unless the user points ``YOLO_CONFIG_DIR``
-elsewhere), so turning its integrations off never edits the user's global Ultralytics settings.
+Every entry point (the CLIs, a Ray trial, the benchmarks, the tests) calls :func:`offline` before
+anything imports ``ultralytics`` (it reads these variables at import time), and :func:`setup` before
+building a model. Importing this module changes nothing. Ultralytics' settings live in our own config
+folder (unless the user points ``YOLO_CONFIG_DIR`` elsewhere), so turning its integrations off never
+edits the user's global Ultralytics settings.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 
 CACHE = Path(os.environ.get("RTDETR_SEARCH_CACHE", Path.home() / ".cache" / "rtdetr-ghost-search"))
+LOGGER = logging.getLogger(__name__)
 
-os.environ["YOLO_OFFLINE"] = "1"  # no font, weight or dataset downloads, no online checks
-os.environ["YOLO_AUTOINSTALL"] = "false"  # never pip-install a missing package mid-run
-os.environ.setdefault("YOLO_CONFIG_DIR", str(CACHE / "ultralytics"))
+
+def offline() -> None:
+    """Ultralytics offline and without auto-install, its settings in our folder (call before importing it)."""
+    if "ultralytics" in sys.modules and os.environ.get("YOLO_OFFLINE") != "1":
+        LOGGER.warning("ultralytics was imported before search.ultra.offline(): it may try the network")
+    os.environ["YOLO_OFFLINE"] = "1"  # no font, weight or dataset downloads, no online checks
+    os.environ["YOLO_AUTOINSTALL"] = "false"  # never pip-install a missing package mid-run
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(CACHE / "ultralytics"))
+
 
 # Ultralytics' integrations switch themselves on when their library is importable: with mlflow and
 # ray installed, every model.train() would open its own MLflow run and report to Ray Tune. Tracking
@@ -44,6 +55,7 @@ def quiet() -> None:
 
 def setup() -> None:
     """Offline, quiet Ultralytics with our blocks registered in its parser."""
+    offline()
     import ghost_blocks
 
     quiet()

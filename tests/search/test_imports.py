@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pkgutil
 import subprocess
 import sys
@@ -29,9 +30,18 @@ def test_the_package_has_the_modules_the_readme_names():
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_each_module_imports_alone_in_a_fresh_interpreter(name, tmp_path):
+def test_each_module_imports_alone_in_a_fresh_interpreter_and_changes_nothing(name, tmp_path):
+    """No import order to remember: importing a module neither imports Ultralytics nor sets its environment
+    (search.ultra.offline() does, called first by every entry point)."""
+    check = (
+        f"import os, sys; before = dict(os.environ); import search.{name}; "
+        "changed = sorted(k for k in os.environ if k.startswith('YOLO') and before.get(k) != os.environ[k]); "
+        "assert not changed, changed; assert 'ultralytics' not in sys.modules, 'ultralytics imported'"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO")}
     done = subprocess.run(
-        [sys.executable, "-c", f"import search.{name}"],
+        [sys.executable, "-c", check],
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,

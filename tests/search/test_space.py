@@ -443,3 +443,22 @@ def test_budget_train_arguments_reach_the_budget():
     data = good()
     data["budgets"]["cpu"]["train"] = {"optimizer": "AdamW", "mosaic": 0.0}
     assert parse_space(data, "spaces/x.yaml").budgets["cpu"].train == {"optimizer": "AdamW", "mosaic": 0.0}
+
+
+def test_references_name_points_of_the_space_and_are_checked(tmp_path):
+    from search.space import space_document
+
+    space = load_space("modes")
+    assert [(r.name, dict(r.params)) for r in space.references] == [("hand", {"stage3": "ori"})]
+    for bad, needle in (
+        (
+            {"hand": {"params": {"stage3": "nope"}, "caption": "x"}},
+            "references.hand.params: unknown choice 'nope'",
+        ),
+        ({"base": {"params": {}, "caption": "x"}}, "'base' is the unmodified model"),
+        ({"hand": {"params": {"stage3": "ori"}}}, "references.hand.caption: missing required key"),
+    ):
+        data = space_document(space)
+        data["references"] = bad
+        with pytest.raises(SpaceError, match=re.escape(needle)):
+            parse_space(data, str(tmp_path / "s.yaml"))

@@ -112,7 +112,21 @@ def test_frontier_is_tagged_and_attached_to_the_parent(grid_sweep):
     assert tagged == expected and tagged
     assert all(c.data.tags.get("pareto") in ("true", "false") for c in children)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"pareto.csv", "frontier.png", "frontier.html", "report.html"} <= artifacts
+    assert {"pareto.csv", "frontier.png", "frontier.html", "report.html", "space.yaml"} <= artifacts
+    # the space as its trials were built and trained: the resolved budget, and it loads as a space again
+    import yaml
+
+    from search.space import load_space, parse_space
+
+    logged = yaml.safe_load(
+        Path(client.download_artifacts(parent.info.run_id, "space.yaml", str(tmp))).read_text()
+    )
+    again = parse_space(logged, "space.yaml")
+    assert again.sites == load_space("modes").sites and again.references == load_space("modes").references
+    assert (again.budgets["cpu"].epochs, again.budgets["cpu"].imgsz) == (
+        1,
+        64,
+    )  # the sweep's --epochs, --imgsz
     report = Path(client.download_artifacts(parent.info.run_id, "report.html", str(tmp))).read_text()
     # the modes grid trains both marked points: the report finds them among its trials and marks them
     from search.report import BASE_TEXT, HAND_TEXT
