@@ -52,7 +52,7 @@ import numpy as np
 
 from . import ultra
 from .cli import Parser, start, usage_error
-from .records import EXPERIMENT, OK, Tag
+from .records import EXPERIMENT, OK, Tag, run_row
 
 __all__ = ["ATOL", "EXPERIMENT", "PICKS", "ExportError", "compare_outputs", "export_run", "knee", "pick_run"]
 
@@ -145,15 +145,9 @@ def frontier_runs(client: Any, experiment: str, sweep: str) -> list[Any]:
     runs = SweepTracker(client.tracking_uri, experiment).runs_for_sweep(sweep)
     if not runs:
         raise ExportError(f"no sweep named {sweep!r} in experiment {experiment!r}")
-    trials = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
-    front = [
-        r
-        for r in trials
-        if r.info.status == "FINISHED"
-        and r.data.tags.get(Tag.STATUS) == OK
-        and r.data.tags.get(Tag.PARETO) == "true"
-        and Tag.REUSED_FROM not in r.data.tags
-    ]
+    trials = [r for r in runs if r.data.tags.get(Tag.ROLE) == "trial"]
+    # a finished trial that trained its own weights is a row of the sweep (records.run_row), on the frontier
+    front = [r for r in trials if run_row(r, []) is not None and r.data.tags.get(Tag.PARETO) == "true"]
     if not front:
         raise ExportError(
             f"sweep {sweep!r} has no finished trial on the frontier (tags trial.status=ok, pareto=true) "
@@ -174,10 +168,10 @@ def get_run(client: Any, run_id: str) -> Any:
     if run.info.status != "FINISHED" or tags.get(Tag.STATUS) != OK:
         raise ExportError(
             f"run {run_id} is not a finished trial (status {run.info.status}, "
-            f"trial.status {tags.get('trial.status', 'missing')})"
+            f"{Tag.STATUS} {tags.get(Tag.STATUS, 'missing')})"
         )
     if Tag.REUSED_FROM in tags:
-        raise ExportError(f"run {run_id} reused the result of run {tags['reused_from']}: export that one")
+        raise ExportError(f"run {run_id} reused the result of run {tags[Tag.REUSED_FROM]}: export that one")
     return run
 
 
@@ -361,7 +355,7 @@ def export_run(
 
     if imgsz is None:
         ckpt, _ = torch_safe_load(str(weights))
-        parent_id = run.data.tags.get("mlflow.parentRunId")
+        parent_id = run.data.tags.get(Tag.PARENT)
         parent = client.get_run(parent_id) if parent_id else None
         imgsz = trial_imgsz(trial, ckpt.get("train_args") or {}, run, parent)
     deploy_pt = out / "deploy.pt"
@@ -375,7 +369,7 @@ def export_run(
 
     record = {
         "run_id": run_id,
-        "sweep": run.data.tags.get("sweep.name"),
+        "sweep": run.data.tags.get(Tag.SWEEP),
         "trial_id": run.data.tags.get(Tag.TRIAL_ID),
         "arch_hash": run.data.tags.get(Tag.ARCH),
         "pick": pick or "run-id",

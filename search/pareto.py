@@ -14,7 +14,7 @@ from .cli import Parser, start, usage_error
 
 def main(argv: list[str] | None = None) -> int:
     from .frontier import frontier_table
-    from .records import EXPERIMENT
+    from .records import EXPERIMENT, Tag
     from .space import SpaceError, load_space
     from .sweep import frontier_text, trial_rows
     from .tracking import SweepTracker, TrackingError, check_tracking, default_tracking_uri
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_tracking(uri)
         tracker = SweepTracker(uri, args.experiment)
-        parents = [r for r in tracker.runs_for_sweep(args.sweep) if "mlflow.parentRunId" not in r.data.tags]
+        parents = [r for r in tracker.runs_for_sweep(args.sweep) if Tag.PARENT not in r.data.tags]
         if not parents:
             raise ValueError(f"no sweep named {args.sweep!r} in experiment {args.experiment!r} at {uri}")
         parent = parents[0]

@@ -38,6 +38,8 @@ LOST = "lost"
 class Tag:
     """Tag keys of a sweep's MLflow runs (the parent's and the trials')."""
 
+    SWEEP = "sweep.name"  # on the parent and every trial run of a sweep
+    ROLE = "sweep.role"  # "parent" or "trial"
     STATUS = "trial.status"  # one of the statuses above
     TRIAL_ID = "trial.id"  # Ray Tune's trial id: a resumed trial finds its run by it
     PARENT = "mlflow.parentRunId"  # nests a trial's run under its sweep in the UI

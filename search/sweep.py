@@ -233,7 +233,8 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
     # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPUs, so inside the trial they are numbered from 0.
     device = "0" if gpu_ids and torch.cuda.is_available() else "cpu"
     tracker = SweepTracker(ctx.tracking_uri, ctx.experiment)
-    short = ",".join(f"{k}={v}" for k, v in params.items() if v != "keep") or "base"
+    # the run's name says its choices at a glance: "stage3 gate, pan_p5 ori [54a6348e]"
+    short = ", ".join(f"{k} {v}" for k, v in params.items() if v != "keep") or "unmodified base"
     run_id = tracker.child(
         ctx.parent_id,
         trial_id,
@@ -242,7 +243,7 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
             Tag.ARCH: arch,
             "budget": budget.name,
             Tag.SETUP: ctx.setup,
-            "mlflow.runName": f"{trial_id} {short}"[:250],
+            "mlflow.runName": f"{short[:230]} [{trial_id}]",
         },
         reopen=False,
     )
@@ -300,10 +301,18 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
                 epoch = json.loads((Path(d) / "epoch.json").read_text())["epoch"]
                 tracker.set_tags(run_id, {Tag.RESUMED_FROM_EPOCH: str(epoch)})
 
+    cost_logged = []
+
     def report(metrics: dict, last_pt: Path | None) -> None:
-        # The curves; the objectives are logged once, at the end, from the final validation of best.pt
-        # (MLflow shows a metric's value at its highest step, so per-epoch values would shadow it).
-        # (the epoch is the step: no `epoch` metric of its own to crowd the objectives in MLflow's charts)
+        if not cost_logged:  # measured before training, logged once and first: the objectives known now,
+            # in the space's order, lead the run's metrics (MLflow's compare view plots its first metric)
+            cost = {k: metrics[k] for k in COST_METRICS}
+            first = [o.metric for o in space.objectives if o.metric in cost]
+            tracker.log_metrics(run_id, {k: cost[k] for k in [*first, *(k for k in cost if k not in first)]})
+            cost_logged.append(True)
+        # The curves; mAP is logged once, at the end, from the final validation of best.pt (MLflow shows a
+        # metric's value at its highest step, so per-epoch values would shadow it). The epoch is the step:
+        # no `epoch` metric of its own to crowd the objectives in MLflow's charts.
         curves = {k: v for k, v in metrics.items() if k not in (*REPORT_KEYS, *COST_METRICS, "epoch")}
         tracker.log_metrics(run_id, curves, step=int(metrics["epoch"]))
         extra = {"final": 0, "arch_hash": arch, "gpu_ids": ",".join(gpu_ids)}
@@ -342,7 +351,12 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         tracker.finish(run_id)
         raise TrialInfeasible(f"over the cost constraints: {result['reason']}")
     final = {**cost, **{k: result[k] for k in ("map50_95", "map50", "epochs_done", "train_s")}}
-    tracker.log_metrics(run_id, final)
+    tracker.log_metrics(  # the cost is already logged when an epoch was reported; the bookkeeping under trial/
+        run_id,
+        {k: result[k] for k in ("map50_95", "map50")}
+        | ({} if cost_logged else cost)
+        | {"trial/epochs_done": result["epochs_done"], "trial/train_s": result["train_s"]},
+    )
     for path in (result["model_yaml"], result["results_csv"], out / "trial.json"):
         if Path(path).exists():
             tracker.log_artifact(run_id, str(path))
@@ -837,21 +851,24 @@ def run_sweep(
     tracker.close_dangling(parent_id)
     tracker.finish(parent_id)
     say(f"[sweep] frontier of {config.name} ({len(front)} trials):\n{frontier_text(front, space)}")
-    say(f"[sweep] {compare_link(config.tracking_uri, tracker.experiment_id, [r['run_id'] for r in front])}")
+    for line in mlflow_links(config.tracking_uri, tracker.experiment_id, [r["run_id"] for r in front]):
+        say(f"[sweep] {line}")
     return front
 
 
-def compare_link(tracking_uri: str, experiment_id: str, run_ids: list[str]) -> str:
-    """Where a user sees the frontier's runs side by side: MLflow's compare view, as a link."""
+def mlflow_links(tracking_uri: str, experiment_id: str, frontier_run_ids: list[str]) -> list[str]:
+    """Where a user looks next: the sweep's runs table and the frontier's runs side by side, as links.
+
+    MLflow 3 opens an experiment on its GenAI views unless the link asks for the "Model training" one.
+    """
     import json
     from urllib.parse import urlencode
 
     served = tracking_uri.startswith(("http://", "https://"))
     ui = tracking_uri.rstrip("/") if served else "http://127.0.0.1:5000"
-    if not run_ids:
-        where = f"{ui}/#/experiments/{experiment_id}"
-    else:
-        query = urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id])})
-        where = f"{ui}/#/compare-runs?{query}"
-    start = "" if served else "start the UI with `bash mlflow/server.sh`, then open "
-    return f"the frontier's runs side by side in MLflow: {start}{where}"
+    lines = [] if served else ["the MLflow UI on this store: bash mlflow/server.sh"]
+    lines.append(f"the sweep's runs: {ui}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+    if frontier_run_ids:
+        query = urlencode({"runs": json.dumps(frontier_run_ids), "experiments": json.dumps([experiment_id])})
+        lines.append(f"the frontier's runs side by side: {ui}/#/compare-runs?{query}")
+    return lines

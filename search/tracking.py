@@ -62,13 +62,12 @@ _MAX_METRICS_PER_BATCH = 1000
 _PAGE_SIZE = 1000
 
 _TERMINAL = ("FINISHED", "FAILED", "KILLED")
-_SWEEP_NAME = "sweep.name"
-_SWEEP_ROLE = "sweep.role"
+_SWEEP_NAME = Tag.SWEEP
+_SWEEP_ROLE = Tag.ROLE
 _TRIAL_ID = Tag.TRIAL_ID
 _PARENT_ID = Tag.PARENT
 _RUN_NAME = "mlflow.runName"
 _GIT_COMMIT = "mlflow.source.git.commit"
-_EXPERIMENT_KIND = "mlflow.experimentKind"
 
 # MLflow also accepts ':' (except on Windows); we do not, so names stay portable across stores.
 _BAD_CHARS = re.compile(r"[^A-Za-z0-9_.\- /]")
@@ -354,10 +353,7 @@ class SweepTracker:
             if local is not None and local[0] == "sqlite" and local[1] is not None:
                 location = (local[1].resolve().parent / "artifacts").as_uri()
             try:
-                # a model-training experiment: the UI opens it on its runs table, not the GenAI views
-                return self.client.create_experiment(
-                    name, artifact_location=location, tags={_EXPERIMENT_KIND: "custom_model_development"}
-                )
+                return self.client.create_experiment(name, artifact_location=location)
             except mlflow.exceptions.MlflowException:
                 # Another trial process may have created it a moment ago.
                 exp = self.client.get_experiment_by_name(name)

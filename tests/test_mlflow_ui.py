@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -36,6 +37,7 @@ SWEEP = "ui-sweep"
 SAMPLES = 2
 TINY = ["--epochs", "1", "--imgsz", "64", "--batch", "8", "--fraction", "0.25"]
 OBJECTIVES = ("map50_95", "latency_ms", "gflops")
+SITES = ("stage3",)  # the modes space's one site
 # Wide attribute columns hidden from the runs table, so the objectives fit a 1280 px window.
 HIDDEN_ATTRIBUTES = ("Dataset", "Source", "Models")
 WINDOW = (1280, 800)
@@ -221,7 +223,7 @@ def test_the_ui_shows_the_sweep(tmp_path: Path) -> None:
 
         with chromium(tmp_path) as driver:
             try:
-                _check_runs_table(driver, url, exp_id, parent, children, shots)
+                _check_runs_table(driver, url, exp_id, parent, children, shots, done.stdout)
                 _check_compare_view(driver, url, exp_id, children, shots)
                 _check_frontier_artifact(driver, url, exp_id, parent, tmp_path, shots)
             except BaseException:
@@ -229,17 +231,20 @@ def test_the_ui_shows_the_sweep(tmp_path: Path) -> None:
                 raise
 
 
-def _check_runs_table(driver, url: str, exp_id: str, parent, children, shots: Path) -> None:
+def _check_runs_table(driver, url: str, exp_id: str, parent, children, shots: Path, printed: str) -> None:
     from selenium.webdriver.common.by import By
 
-    # MLflow 3 opens an experiment in its GenAI view; the runs table is the "Model training" one.
-    driver.get(f"{url}/#/experiments/{exp_id}/runs?workflowType=machine_learning")
+    # The experiment as a user opens it: by the link the sweep printed, on the runs table ("Model training"
+    # view; MLflow 3 opens an experiment on its GenAI views otherwise).
+    (link,) = re.findall(r"the sweep's runs: (\S+)", printed)
+    assert link == f"{url}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+    driver.get(link)
     parent_id = parent.info.run_id
     _wait(driver, lambda d: _cell(d, parent_id, "attributes.`Run Name`"), "the parent run's row")
     _close_assistant(driver)
     assert SWEEP in _cell(driver, parent_id, "attributes.`Run Name`").text
 
-    _set_columns(driver, show=OBJECTIVES, hide=HIDDEN_ATTRIBUTES)
+    _set_columns(driver, show=(*SITES, *OBJECTIVES), hide=HIDDEN_ATTRIBUTES)
     # Trial runs are nested under the parent: expand it with the button in its name cell.
     _cell(driver, parent_id, "attributes.`Run Name`").find_element(By.TAG_NAME, "button").click()
 
@@ -247,6 +252,11 @@ def _check_runs_table(driver, url: str, exp_id: str, parent, children, shots: Pa
         run_id = child.info.run_id
         name = _wait(driver, lambda d, r=run_id: _cell(d, r, "attributes.`Run Name`"), f"trial row {run_id}")
         assert child.data.tags["trial.id"] in name.text
+        for site in SITES:  # the choices, as the user reads them
+            choice = _wait(
+                driver, lambda d, r=run_id, c=f"params.`{site}`": _cell(d, r, c), f"{site} of {run_id}"
+            )
+            assert choice.text.strip() == child.data.params[site]
         for metric in OBJECTIVES:
             col = f"metrics.`{metric}`"
             (value,) = _wait(
@@ -283,6 +293,11 @@ def _check_compare_view(driver, url: str, exp_id: str, children, shots: Path) ->
     for child in children[:2]:
         assert child.info.run_name in body
     assert "latency_ms" in body and "gflops" in body
+    # the parallel-coordinates plot starts on what a user compares: the site choices and an objective
+    shown = body.split("Parameters:", 1)[1].split("Clear All", 1)[0]
+    params, metrics = (part.split() for part in shown.split("Metrics:", 1))
+    assert params == list(SITES), shown
+    assert metrics and metrics[0] in OBJECTIVES, shown
     _screenshot(driver, shots, "compare.png")
 
 

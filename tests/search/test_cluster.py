@@ -117,7 +117,7 @@ def test_a_node_lost_mid_trial_is_retried_elsewhere_and_the_sweep_completes(tmp_
     (run,) = child_runs(tmp_path)
     assert run.info.status == "FINISHED" and run.data.tags["trial.status"] == "ok"
     assert run.data.tags["node"] != lost, "retried on another node"
-    assert int(run.data.tags["resumed_from_epoch"]) >= 1 and run.data.metrics["epochs_done"] == 3
+    assert int(run.data.tags["resumed_from_epoch"]) >= 1 and run.data.metrics["trial/epochs_done"] == 3
 
 
 def free_port() -> int:

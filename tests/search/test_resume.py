@@ -113,7 +113,7 @@ def test_killed_in_the_middle_of_a_trial_resumes_from_its_last_epoch(tmp_path):
     kids = resume_and_check(tmp_path)
     resumed = [k for k in kids if k.data.tags["trial.id"] in interrupted]
     assert resumed and all(int(k.data.tags["resumed_from_epoch"]) >= 1 for k in resumed)
-    assert all(k.data.metrics["epochs_done"] == 2 for k in resumed)
+    assert all(k.data.metrics["trial/epochs_done"] == 2 for k in resumed)
 
 
 def test_killed_after_the_last_trial_before_the_frontier(tmp_path):

@@ -101,6 +101,15 @@ def test_grid_sweep_records_one_parent_and_a_child_per_trial(grid_sweep):
         assert "metrics/mAP50-95_B" in child.data.metrics and "train/giou_loss" in child.data.metrics
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"model.yaml", "results.csv", "trial.json"} <= artifacts
+        # what a user compares runs by, first: the choices as params and name, the objectives before bookkeeping
+        assert set(child.data.params) == {"stage3"}
+        choice, trial_id = child.data.params["stage3"], child.data.tags["trial.id"]
+        words = "unmodified base" if choice == "keep" else f"stage3 {choice}"
+        assert child.info.run_name == f"{words} [{trial_id}]"
+        assert "epoch" not in child.data.metrics and child.data.metrics["trial/epochs_done"] == 1
+        assert (
+            min(child.data.metrics) in METRICS
+        )  # MLflow's compare view plots the first name in sorted order
 
 
 def test_frontier_is_tagged_and_attached_to_the_parent(grid_sweep):
@@ -153,6 +162,10 @@ def test_frontier_is_tagged_and_attached_to_the_parent(grid_sweep):
     assert re.search(r"\[sweep\] \w+ stage3=(ori|gate): epoch 1/1, map50_95 [0-9.e-]+", done.stdout)
     assert re.search(r"\| frontier [1-3] of [1-3], hypervolume [0-9.e-]+", done.stdout)
     front_ids = {c.info.run_id for c in children if c.data.tags.get("pareto") == "true"}
+    assert re.search(
+        r"the sweep's runs: http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?workflowType=machine_learning",
+        done.stdout,
+    )
     link = re.search(r"/#/compare-runs\?runs=(\S+?)&experiments=", done.stdout)
     assert link and set(json.loads(urllib.parse.unquote_plus(link.group(1)))) == front_ids
     for ray_banner in ("Configuration for experiment", "TensorBoard", "View detailed results here"):

@@ -106,7 +106,7 @@ def test_over_budget_architectures_are_recorded_infeasible_without_training(tmp_
         assert kid.data.tags["trial.status"] == ("infeasible" if over else "ok")
         if over:
             assert "gflops" in kid.data.tags["infeasible"] and kid.info.status == "FINISHED"
-            assert "train_s" not in kid.data.metrics and "map50_95" not in kid.data.metrics
+            assert "trial/train_s" not in kid.data.metrics and "map50_95" not in kid.data.metrics
             assert kid.data.metrics["gflops"] > limit and kid.data.tags.get("pareto") != "true"
     assert sum(k.data.tags["trial.status"] == "infeasible" for k in kids) == 1
 
@@ -119,7 +119,7 @@ def test_asha_stops_the_weak_trial_early_and_lets_the_others_finish_onto_the_fro
     assert len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids)
     by_choice = {k.data.params["stage3"]: k for k in kids}
     heavy, keep = by_choice["heavy"], by_choice["keep"]
-    assert keep.data.tags["trial.status"] == "ok" and keep.data.metrics["epochs_done"] == 3
+    assert keep.data.tags["trial.status"] == "ok" and keep.data.metrics["trial/epochs_done"] == 3
     assert "map50_95" in keep.data.metrics and keep.data.tags["pareto"] == "true"
     assert heavy.data.tags["trial.status"] == "stopped_early" and heavy.data.tags["stopped_early"] == "true"
     assert heavy.data.tags.get("pareto") != "true"
@@ -132,7 +132,7 @@ def test_asha_on_the_modes_grid_ends_with_a_frontier(tmp_path):
     kids = sweep(tmp_path, "--epochs", "2", "--scheduler", "asha")
     assert len(kids) == 3 and all(k.info.status == "FINISHED" for k in kids)
     ok = [k for k in kids if k.data.tags["trial.status"] == "ok"]
-    assert ok and all(k.data.metrics["epochs_done"] == 2 and "map50_95" in k.data.metrics for k in ok)
+    assert ok and all(k.data.metrics["trial/epochs_done"] == 2 and "map50_95" in k.data.metrics for k in ok)
     assert any(k.data.tags.get("pareto") == "true" for k in ok)
     for kid in kids:
         assert kid.data.tags["trial.status"] in ("ok", "stopped_early")
@@ -181,7 +181,7 @@ def test_a_trial_waiting_for_an_architecture_whose_holder_was_killed_trains_it_i
     (heir,) = [k for k in kids.values() if k.info.run_id != holder.info.run_id]
     assert heir.info.status == "FINISHED" and heir.data.tags["trial.status"] == "ok"
     assert heir.data.tags["took_over_from"] == holder.info.run_id and "reused_from" not in heir.data.tags
-    assert heir.data.metrics["epochs_done"] == 4 and "map50_95" in heir.data.metrics
+    assert heir.data.metrics["trial/epochs_done"] == 4 and "map50_95" in heir.data.metrics
 
 
 def test_optuna_is_told_complete_pruned_or_failed():

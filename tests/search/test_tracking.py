@@ -183,9 +183,3 @@ def test_check_tracking_local_stores(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(TrackingError, match="cannot create folder"):
         check_tracking(f"sqlite:///{blocker / 'sub' / 'mlflow.db'}")
-
-
-def test_a_sweeps_experiment_is_a_model_training_experiment(tracker: SweepTracker) -> None:
-    """Tagged so that MLflow's UI opens it on its runs table, not on the GenAI trace views."""
-    experiment = tracker.client.get_experiment(tracker.experiment_id)
-    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
