@@ -24,7 +24,8 @@ Pick rules (``--sweep``), among the sweep's FINISHED trial runs tagged ``trial.s
 
 * ``map``: the highest ``map50_95`` (ties: lower ``latency_ms``);
 * ``latency``: the lowest ``latency_ms`` (ties: higher ``map50_95``);
-* ``knee``: each objective (``map50_95`` up, ``latency_ms`` and ``gflops`` down) is min-max normalised
+* ``knee``: each of the sweep's objectives (its space's; ``map50_95`` up, ``latency_ms`` and ``gflops``
+  down when the space cannot be read) is min-max normalised
   over the frontier to a regret, 0 for the frontier's best value and 1 for its worst; the pick is the
   point nearest (Euclidean) to the ideal point, regret 0 everywhere (ties: higher ``map50_95``). An
   objective equal on every point counts 0.
@@ -94,8 +95,10 @@ def _finite(run: Any, *metrics: str) -> bool:
     return all(math.isfinite(run.data.metrics.get(m, math.nan)) for m in metrics)
 
 
-def pick_run(runs: Sequence[Any], rule: str) -> Any:
+def pick_run(runs: Sequence[Any], rule: str, objectives: Sequence[tuple[str, bool]] = KNEE_OBJECTIVES) -> Any:
     """The run a pick rule chooses among frontier runs (MLflow ``Run`` objects); see the module docs.
+
+    ``objectives`` are the knee's ``(metric, maximize)`` pairs: the sweep's own objectives.
 
     Raises:
         ExportError: No run has the metrics the rule needs.
@@ -103,7 +106,7 @@ def pick_run(runs: Sequence[Any], rule: str) -> Any:
     """
     if rule not in PICKS:
         raise ValueError(f"`rule` must be one of {PICKS}, got {rule!r}")
-    need = [m for m, _ in KNEE_OBJECTIVES] if rule == "knee" else ["map50_95", "latency_ms"]
+    need = [m for m, _ in objectives] if rule == "knee" else ["map50_95", "latency_ms"]
     usable = [r for r in runs if _finite(r, *need)]
     if not usable:
         raise ExportError(f"no frontier trial has the metrics {', '.join(need)} that --pick {rule} needs")
@@ -113,8 +116,8 @@ def pick_run(runs: Sequence[Any], rule: str) -> Any:
         return usable[0]
     if rule == "latency":
         return min(usable, key=lambda r: r.data.metrics["latency_ms"])  # min keeps the first of ties
-    points = [[r.data.metrics[m] for m, _ in KNEE_OBJECTIVES] for r in usable]
-    return usable[knee(points, [up for _, up in KNEE_OBJECTIVES])]
+    points = [[r.data.metrics[m] for m, _ in objectives] for r in usable]
+    return usable[knee(points, [up for _, up in objectives])]
 
 
 # ------------------------------------------------------------------------------------------- MLflow
@@ -154,6 +157,22 @@ def frontier_runs(client: Any, experiment: str, sweep: str) -> list[Any]:
             f"among its {len(trials)} trial runs"
         )
     return front
+
+
+def sweep_objectives(client: Any, experiment: str, sweep: str) -> tuple[tuple[str, bool], ...]:
+    """The sweep's objectives as ``(metric, maximize)``, from its space; the default knee objectives if the
+    space file cannot be read on this machine."""
+    from .space import SpaceError, load_space
+    from .tracking import SweepTracker
+
+    runs = SweepTracker(client.tracking_uri, experiment).runs_for_sweep(sweep)
+    parent = next((r for r in runs if r.data.tags.get(Tag.ROLE) == "parent"), None)
+    try:
+        space = load_space(parent.data.params["space_file"])
+    except (AttributeError, KeyError, SpaceError) as exc:
+        LOGGER.warning("sweep %s: its space cannot be read (%s); knee over %s", sweep, exc, KNEE_OBJECTIVES)
+        return KNEE_OBJECTIVES
+    return tuple((o.metric, o.direction == "maximize") for o in space.objectives)
 
 
 def get_run(client: Any, run_id: str) -> Any:
@@ -429,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         client = open_store(args.tracking_uri or default_tracking_uri())
         pick = (args.pick or "knee") if args.sweep else None
         if args.sweep:
-            run = pick_run(frontier_runs(client, args.experiment, args.sweep), pick)
+            front = frontier_runs(client, args.experiment, args.sweep)
+            run = pick_run(front, pick, sweep_objectives(client, args.experiment, args.sweep))
         else:
             run = get_run(client, args.run_id)
         out = Path(args.out) if args.out else Path("runs") / "export" / run.info.run_id

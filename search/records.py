@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "EXPERIMENT",
+    "choices_text",
     "Tag",
     "run_row",
     "trial_rows",
@@ -81,3 +82,8 @@ def trial_rows(runs: list, site_names: list[str]) -> list[dict]:
     """The rows of a sweep's trial runs, in the order the trials ended."""
     ordered = sorted(runs, key=lambda r: (r.info.end_time or 0, r.info.run_id))
     return [row for run in ordered if (row := run_row(run, site_names)) is not None]
+
+
+def choices_text(params: dict[str, str]) -> str:
+    """A point's choices as one short text: ``stage3=ori pan_p5=gate``, or ``(base)`` when all keep."""
+    return " ".join(f"{k}={v}" for k, v in params.items() if v != "keep") or "(base)"

@@ -31,6 +31,7 @@ from .frontier import (
     hypervolume_curve,
 )
 from .plots import CSS, HIGHLIGHT_COLORS, build_panels, scale, svg_panel
+from .records import TRIAL_METRICS, choices_text
 from .space import Budget, Choice, Site, Space
 
 __all__ = ["HAND_TEXT", "SECTIONS", "sweep_report", "write_report"]
@@ -46,8 +47,6 @@ SECTIONS = (
 BASE_TEXT = "unmodified base"
 HAND_TEXT = "hand-made placement (layer 5 = 2x GhostModuleV3 [512, 3])"
 # The metrics of the effect tables and the x axes of the plot, with their usual directions.
-_EFFECT_METRICS = (("map50_95", "maximize"), ("latency_ms", "minimize"), ("gflops", "minimize"))
-_REPORT_METRICS = ("map50_95", "map50", "latency_ms", "gflops", "n_params")
 
 _REPORT_CSS = """
 h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
@@ -91,15 +90,11 @@ def _kv_table(items: Sequence[tuple[str, Any]], attrs: str = "") -> str:
 
 def _choices_text(row: Mapping[str, Any]) -> str:
     params = row.get("params") or {}
-    return " ".join(f"{k}={v}" for k, v in params.items() if v != "keep") or "(base)"
+    return choices_text(params)
 
 
 def _objectives(space: Space) -> list[Objective]:
     return list(space.objectives)
-
-
-def _direction(space: Space, metric: str, default: str) -> str:
-    return next((o.direction for o in space.objectives if o.metric == metric), default)
 
 
 def _labelled(rows: list[dict], hand_placement: Mapping[str, str] | None) -> list[dict]:
@@ -164,7 +159,7 @@ def _budget_section(budget: Budget) -> str:
 
 def _rows_table(rows: list[dict], objectives: list[Objective], attrs: str) -> str:
     metrics = [o.metric for o in objectives] + [
-        m for m in _REPORT_METRICS if m not in {o.metric for o in objectives}
+        m for m in TRIAL_METRICS if m not in {o.metric for o in objectives}
     ]
     columns = ["trial_id", "label", *metrics, "choices", "arch_hash"]
     body = [
@@ -180,8 +175,8 @@ def _rows_table(rows: list[dict], objectives: list[Objective], attrs: str) -> st
 
 
 def _plot_objectives(space: Space) -> list[Objective]:
-    """mAP50-95 on the y axis against latency and GFLOPs, in the space's directions where it has them."""
-    return [Objective(m, _direction(space, m, d)) for m, d in _EFFECT_METRICS]
+    """The space's first objective on the y axis against each of the others."""
+    return list(space.objectives)
 
 
 def _frontier_section(
@@ -280,7 +275,7 @@ def _hypervolume_section(space: Space, rows: list[dict], curve=None) -> str:
 
 
 def _site_effects(space: Space, site: Site, rows: list[dict]) -> str:
-    metrics = [(m, _direction(space, m, d)) for m, d in _EFFECT_METRICS]
+    metrics = [(o.metric, o.direction) for o in space.objectives]
     stats = []
     for choice in site.choices:
         made = [r for r in rows if (r.get("params") or {}).get(site.name) == choice.name]

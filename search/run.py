@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import ultra
 from .cli import Parser, UsageError, start, usage_error
-from .records import EXPERIMENT
+from .records import EXPERIMENT, choices_text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -138,10 +138,7 @@ def dry_run(args: argparse.Namespace, space) -> int:
         return 0
     from .frontier import format_table
 
-    shown = [
-        {**r, "choices": " ".join(f"{k}={v}" for k, v in r["params"].items() if v != "keep") or "(base)"}
-        for r in rows
-    ]
+    shown = [{**r, "choices": choices_text(r["params"])} for r in rows]
     print(format_table(shown, ["choices", "arch_hash", "n_params", "gflops"]))
     return 0
 

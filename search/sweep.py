@@ -534,10 +534,7 @@ def frontier_text(front: list[dict], space: Space) -> str:
             "one frontier per device"
         )
     for device, rows in groups.items():
-        shown = [
-            {**r, "choices": " ".join(f"{k}={v}" for k, v in r["params"].items() if v != "keep") or "(base)"}
-            for r in rows
-        ]
+        shown = [{**r, "choices": records.choices_text(r["params"])} for r in rows]
         if len(groups) > 1:
             parts.append(f"latency device {device}:")
         parts.append(format_table(shown, cols))
@@ -624,7 +621,7 @@ class Progress(Callback):
     @staticmethod
     def _choices(trial) -> str:
         config = trial.config or {}
-        return " ".join(f"{k}={v}" for k, v in config.items() if v != "keep") or "base"
+        return records.choices_text(config or {})
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.last.setdefault(trial.trial_id, (time.monotonic(), 0))

@@ -54,6 +54,9 @@ def test_pick_rules():
     assert export.pick_run(tie, "map").info.run_id == "quick"
     with pytest.raises(export.ExportError, match="gflops"):
         export.pick_run(tie, "knee")  # no gflops recorded
+    # the knee is over the sweep's own objectives: a space that cares only for GFLOPs gets the cheapest
+    assert export.pick_run(runs, "knee", (("gflops", False),)).info.run_id == "fast"
+    assert export.pick_run(tie, "knee", (("map50_95", True), ("latency_ms", False))).info.run_id == "quick"
 
 
 def test_compare_outputs_direct_permuted_and_failing():
