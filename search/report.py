@@ -4,12 +4,11 @@
 uses inline CSS and inline SVG only (no scripts, fonts or URLs), so it opens offline and can be
 attached to an MLflow run as is. The scatter panels are drawn by :mod:`search.frontier`'s helpers.
 
-Markers: rows carry ``label`` in ``{"base", "hand", ""}``. ``"base"`` is the unmodified base model
-(every site keeps; :func:`search.sweep.trial_rows` sets it) and ``"hand"`` the hand-made placement,
-i.e. rtdetr-l with backbone layer 5 replaced by ``[-1, 2, GhostModuleV3, [512, 3]]`` (the ``modes``
-space's ``stage3: ori`` point). A caller that knows the hand placement's ``arch_hash`` may pass
-``hand_placement={arch_hash: caption}`` instead of labelling rows: rows with that hash are marked
-``"hand"`` in the report (on copies; the input rows are left unchanged).
+Markers: a row's ``label`` is ``"base"`` for the unmodified base model (every site keeps;
+:func:`search.records.run_row` sets it), the name of one of the space's references (``references:`` in
+the space file, e.g. ``hand`` in ``modes``: the hand-made placement), or ``""``. A caller that knows the
+references' architecture hashes may pass ``marks={arch_hash: reference name}`` instead of labelling
+rows: rows with such a hash are marked in the report (on copies; the input rows are left unchanged).
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from .plots import CSS, HIGHLIGHT_COLORS, build_panels, scale, svg_panel
 from .records import TRIAL_METRICS, choices_text
 from .space import Budget, Choice, Site, Space
 
-__all__ = ["HAND_TEXT", "SECTIONS", "sweep_report", "write_report"]
+__all__ = ["BASE_TEXT", "SECTIONS", "sweep_report", "write_report"]
 
 SECTIONS = (
     "Search space",
@@ -45,7 +44,6 @@ SECTIONS = (
     "All trials",
 )
 BASE_TEXT = "unmodified base"
-HAND_TEXT = "hand-made placement (layer 5 = 2x GhostModuleV3 [512, 3])"
 # The metrics of the effect tables and the x axes of the plot, with their usual directions.
 
 _REPORT_CSS = """
@@ -97,10 +95,10 @@ def _objectives(space: Space) -> list[Objective]:
     return list(space.objectives)
 
 
-def _labelled(rows: list[dict], hand_placement: Mapping[str, str] | None) -> list[dict]:
-    """Shallow copies of ``rows`` with ``label`` set to ``"hand"`` where ``hand_placement`` names the hash."""
-    hand = hand_placement or {}
-    return [{**r, "label": "hand" if r.get("arch_hash") in hand else (r.get("label") or "")} for r in rows]
+def _labelled(rows: list[dict], marks: Mapping[str, str] | None) -> list[dict]:
+    """Shallow copies of ``rows``, labelled with the reference ``marks`` names for their hash."""
+    marks = marks or {}
+    return [{**r, "label": marks.get(r.get("arch_hash"), r.get("label") or "")} for r in rows]
 
 
 # --------------------------------------------------------------------------- sections
@@ -329,8 +327,7 @@ def sweep_report(
     rows: list[dict],
     *,
     title: str = "",
-    hand_placement: dict[str, str] | None = None,
-    references: Mapping[str, str] | None = None,
+    marks: Mapping[str, str] | None = None,
     front: list[dict] | None = None,
     hypervolumes: tuple[list[float], list[float], list[dict]] | None = None,
 ) -> str:
@@ -341,21 +338,18 @@ def sweep_report(
         budget: the (resolved) budget its trials trained under.
         rows: finished trials as :func:`search.sweep.trial_rows` builds them, in the order they finished.
         title: page title (default: ``"<space name> sweep report"``).
-        hand_placement: ``arch_hash -> caption`` of the hand-made placement; rows with such a hash are
-            marked ``"hand"``, like rows whose ``label`` already is ``"hand"``.
-        references: ``label -> caption`` of the references the space names (rows carry the label);
-            default: the hand-made placement as ``"hand"``.
+        marks: ``arch_hash -> reference name``: rows with such a hash are marked as that reference (the
+            space's ``references`` give the captions).
         front: the frontier of ``rows`` when the caller has it (:func:`search.frontier.frontier_table`).
         hypervolumes: their :func:`search.frontier.hypervolume_curve` when the caller has it.
     """
     given = rows
-    rows = _labelled(list(rows), hand_placement)
+    rows = _labelled(list(rows), marks)
     if front is None:
         front = frontier_table(rows, _objectives(space)) if rows else []
     else:  # the caller's frontier, in its order, as this report's (labelled) copies of its rows
         copy_of = {id(row): copy for row, copy in zip(given, rows, strict=True)}
         front = [copy_of[id(r)] for r in front]
-    hand_text = "; ".join(dict.fromkeys((hand_placement or {}).values())) or HAND_TEXT
     page_title = html.escape(title or f"{space.name} sweep report")
     summary = (
         f"<p>{len(rows)} finished trials of space {html.escape(space.name)} under budget "
@@ -366,7 +360,7 @@ def sweep_report(
     sections = [
         _space_section(space),
         _budget_section(budget),
-        _frontier_section(space, rows, front, references if references is not None else {"hand": hand_text}),
+        _frontier_section(space, rows, front, {r.name: r.caption for r in space.references}),
         _hypervolume_section(space, rows, hypervolumes),
         _effects_section(space, rows),
         _trials_section(space, rows),

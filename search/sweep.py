@@ -469,7 +469,6 @@ def finalize(
 
     objectives = list(space.objectives)
     references = reference_hashes(space, budget, nc)  # the points the space names, marked as such
-    captions = {r.name: r.caption for r in space.references}
     rows = [
         {**r, "label": references.get(r["arch_hash"], r["label"])}
         for r in trial_rows(tracker, parent_id, space)
@@ -495,7 +494,7 @@ def finalize(
             objectives,
             out_dir / "frontier.png",
             out_dir / "frontier.html",
-            highlight={"base": BASE_TEXT, **captions},
+            highlight={"base": BASE_TEXT, **{r.name: r.caption for r in space.references}},
             title=f"{space.name}: {len(rows)} trials, {len(front)} on the frontier",
         )
         artifacts += [out_dir / "frontier.png", out_dir / "frontier.html"]
@@ -513,7 +512,7 @@ def finalize(
         for i, value in enumerate(values, 1):
             if i not in logged:  # a resumed sweep that already logged some steps does not log them twice
                 tracker.log_metrics(parent_id, {"hypervolume": value}, step=i)
-    report = sweep_report(space, budget, rows, references=captions, front=front, hypervolumes=curve)
+    report = sweep_report(space, budget, rows, front=front, hypervolumes=curve)
     artifacts.append(write_report(out_dir / "report.html", report))
     for path in artifacts:
         tracker.log_artifact(parent_id, str(path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 import random
 import re
@@ -13,7 +14,7 @@ from html.parser import HTMLParser
 import pytest
 
 from search.frontier import Objective, default_reference, fmt, frontier_table, hypervolume
-from search.report import BASE_TEXT, HAND_TEXT, SECTIONS, sweep_report, write_report
+from search.report import BASE_TEXT, SECTIONS, sweep_report, write_report
 from search.space import Budget, load_space
 
 EFFECT_METRICS = ("map50_95", "latency_ms", "gflops")
@@ -123,22 +124,28 @@ def test_frontier_rows_and_base_marker(placements):
     shown = [cells[0][0] for cells in Tables(doc).find(id="frontier")]
     assert shown == [r["trial_id"] for r in front]
     assert f"{BASE_TEXT}: large marker" in doc
-    assert f"{HAND_TEXT}: not among these trials" in doc.replace("&#x27;", "'")
+    assert not space.references and "not among these trials" not in doc  # placements names no reference
     # the base is drawn as a highlighted marker in both scatter panels (mAP vs latency, mAP vs GFLOPs)
     assert doc.count('class="hl" fill="#e6b800"') == 2 and 'class="hl" fill="#2ca02c"' not in doc
 
 
-def test_hand_marker_by_hash_or_label(modes):
+def test_reference_marker_by_hash_or_label(modes):
+    """The modes space names the hand-made placement as a reference; the report marks it with its caption."""
     space, rows = modes
     budget = space.budgets["cpu"]
-    by_hash = sweep_report(space, budget, rows, hand_placement={rows[1]["arch_hash"]: "by hand <L5>"})
-    assert "by hand &lt;L5&gt;: large marker" in by_hash and f"{BASE_TEXT}: large marker" in by_hash
+    (hand,) = space.references
+    caption = html.escape(hand.caption)
+    assert "hand-made placement" in hand.caption
+    none = sweep_report(space, budget, rows)
+    assert f"{caption}: not among these trials" in none
+    by_hash = sweep_report(space, budget, rows, marks={rows[1]["arch_hash"]: "hand"})
+    assert f"{caption}: large marker" in by_hash and f"{BASE_TEXT}: large marker" in by_hash
     assert by_hash.count('class="hl" fill="#e6b800"') == 2 and by_hash.count('class="hl" fill="#2ca02c"') == 2
     assert rows[1]["label"] == ""  # the input rows are not changed
     trials = Tables(by_hash).find(id="trials")
     assert [c[1][0] for c in trials] == ["base", "hand", ""]
     by_label = sweep_report(space, budget, [rows[0], {**rows[1], "label": "hand"}, rows[2]])
-    assert f"{HAND_TEXT}: large marker" in by_label
+    assert f"{caption}: large marker" in by_label
     assert_offline(by_hash)
 
 

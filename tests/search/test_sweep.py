@@ -138,7 +138,10 @@ def test_frontier_is_tagged_and_attached_to_the_parent(grid_sweep):
     )  # the sweep's --epochs, --imgsz
     report = Path(client.download_artifacts(parent.info.run_id, "report.html", str(tmp))).read_text()
     # the modes grid trains both marked points: the report finds them among its trials and marks them
-    from search.report import BASE_TEXT, HAND_TEXT
+    from search.report import BASE_TEXT
+    from search.space import load_space
+
+    HAND_TEXT = load_space("modes").references[0].caption  # noqa: N806
 
     report = report.replace("&#x27;", "'")
     assert f"{BASE_TEXT}: large marker" in report and f"{HAND_TEXT}: large marker" in report
