@@ -760,13 +760,14 @@ def run_sweep(
         tags={"space": space.name, "sampler": config.sampler, "base": space.base, "storage": str(path)},
     )
     where = f"MLflow {config.tracking_uri} experiment '{config.experiment}' run {parent_id}"
-    # what the trials are built and trained from (a resume writes the same file: its setup is the same)
     import yaml
 
     from .space import space_document
     from .trial import prepare_data
 
-    document = yaml.safe_dump(space_document(space, budget), sort_keys=False)  # file order is meaning
+    # what the trials are built and trained from, in file order (it means something: the first keep is
+    # the default, inserts chain in site order); a resume writes the same file, its setup being the same
+    document = yaml.safe_dump(space_document(space, budget), sort_keys=False)
     tracker.log_text(parent_id, document, "space.yaml")
     nc = len(prepare_data(config.data)[1])
     ctx = SweepContext(
