@@ -55,7 +55,6 @@ from .tracking import SweepTracker, git_commit
 
 LOGGER = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
-REPORT_KEYS = TRIAL_METRICS  # the final metrics a trial reports and its run records
 
 
 class TrialInfeasible(RuntimeError):
@@ -252,7 +251,7 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
     if status in (FAILED, INFEASIBLE, LOST):  # Ray retried the trial after its recorded end: same answer
         raise TrialFailed(f"trial already recorded as {status}: {previous.data.tags.get('error', '')}")
     if status == OK and previous.info.status == "FINISHED":  # finished before the driver died: keep it
-        final = {k: previous.data.metrics[k] for k in REPORT_KEYS if k in previous.data.metrics}
+        final = {k: previous.data.metrics[k] for k in TRIAL_METRICS if k in previous.data.metrics}
         tune.report({**final, "final": 1, "arch_hash": arch, "recorded": 1})
         return
     if previous.info.status != "RUNNING":
@@ -281,7 +280,7 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
                 why += f": {done.data.tags[Tag.ERROR]}"
             tracker.finish(run_id, "FAILED", error=why)
             raise TrialFailed(why)
-        final = {k: done.data.metrics[k] for k in REPORT_KEYS if k in done.data.metrics}
+        final = {k: done.data.metrics[k] for k in TRIAL_METRICS if k in done.data.metrics}
         tracker.log_metrics(run_id, final)
         tracker.finish(run_id)
         tune.report({**final, "final": 1, "reused": 1, "arch_hash": arch})
@@ -313,7 +312,7 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         # The curves; mAP is logged once, at the end, from the final validation of best.pt (MLflow shows a
         # metric's value at its highest step, so per-epoch values would shadow it). The epoch is the step:
         # no `epoch` metric of its own to crowd the objectives in MLflow's charts.
-        curves = {k: v for k, v in metrics.items() if k not in (*REPORT_KEYS, *COST_METRICS, "epoch")}
+        curves = {k: v for k, v in metrics.items() if k not in (*TRIAL_METRICS, *COST_METRICS, "epoch")}
         tracker.log_metrics(run_id, curves, step=int(metrics["epoch"]))
         extra = {"final": 0, "arch_hash": arch, "gpu_ids": ",".join(gpu_ids)}
         if last_pt is None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from . import ultra
 from .cli import Parser, start, usage_error
+from .records import COST_METRICS
 
 LOGGER = logging.getLogger(__name__)
 Reporter = Callable[[dict[str, Any], Path | None], None]
@@ -230,9 +231,7 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
     except Exception as exc:  # a model that does not build or cannot be measured is a failed trial
         raise TrialFailed(f"building and measuring the model failed: {type(exc).__name__}: {exc}") from exc
     result.update(cost)
-    cost_metrics = {
-        k: cost[k] for k in ("latency_ms", "latency_p90_ms", "latency_iqr_ms", "gflops", "n_params")
-    }
+    cost_metrics = {k: cost[k] for k in COST_METRICS}
     over = [
         f"{name} {cost[key]:.4g} > {limit:g}"
         for name, key, limit in (
