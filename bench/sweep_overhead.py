@@ -137,7 +137,7 @@ def read_trials(uri: str, name: str, tmp: Path) -> tuple[object, list[dict]]:
     runs = tracker.runs_for_sweep(name)
     parent = next(r for r in runs if r.data.tags.get("sweep.role") == "parent")
     trials = []
-    for run in sorted(tracker.children(parent.info.run_id), key=lambda r: r.info.start_time):
+    for run in sorted(tracker.trials(parent.info.run_id), key=lambda r: r.info.start_time):
         info, tags, metrics = run.info, run.data.tags, run.data.metrics
         record: dict = {}
         try:

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -108,6 +109,7 @@ def latency(
     imgsz: int,
     device: torch.device,
     *,
+    reference: nn.Module | None = None,
     warmup: int = 3,
     min_runs: int = 10,
     max_runs: int = 50,
@@ -117,32 +119,56 @@ def latency(
 
     Runs ``warmup`` untimed passes, then at least ``min_runs`` and at most ``max_runs`` timed ones,
     stopping early once ``budget_s`` is spent. Returns the median, p90 and interquartile range.
+
+    With a ``reference`` model (the sweep's base), the two are timed interleaved in one window (A, B,
+    A, B ...; twice the budget), so load from other processes hits both alike, and the result adds
+    ``latency_ratio`` (the median of the per-pair ratios A/B), ``latency_ratio_iqr`` and the
+    reference's own ``reference_latency_ms``.
     """
-    model = deployed.to(device).eval()
-    p = next(model.parameters())
-    x = torch.rand(1, 3, imgsz, imgsz, device=device, dtype=p.dtype)
+    models = [deployed.to(device).eval()] + ([reference.to(device).eval()] if reference is not None else [])
+    inputs = [torch.rand(1, 3, imgsz, imgsz, device=device, dtype=next(m.parameters()).dtype) for m in models]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times: list[float] = []
+    times: list[list[float]] = [[] for _ in models]
+    budget = budget_s * len(models)
     with _machine_lock(), torch.inference_mode():
         window_start = time.time()
         for _ in range(warmup):
-            model(x)
+            for model, x in zip(models, inputs, strict=True):
+                model(x)
         sync()
         start = time.perf_counter()
-        while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() - start < budget_s):
-            t0 = time.perf_counter()
-            model(x)
-            sync()
-            times.append((time.perf_counter() - t0) * 1000)
+        while len(times[0]) < max_runs and (len(times[0]) < min_runs or time.perf_counter() - start < budget):
+            for k, (model, x) in enumerate(zip(models, inputs, strict=True)):
+                t0 = time.perf_counter()
+                model(x)
+                sync()
+                times[k].append((time.perf_counter() - t0) * 1000)
         window_end = time.time()
-    q = statistics.quantiles(times, n=20, method="inclusive")  # 5% steps
-    q1, q3 = statistics.quantiles(times, n=4, method="inclusive")[0::2]
+    out = {
+        **_spread(times[0], "latency"),
+        "latency_runs": len(times[0]),
+        "latency_window": [window_start, window_end],
+    }
+    if reference is not None:
+        ratios = [a / b for a, b in zip(times[0], times[1], strict=True)]
+        ratio = _spread(ratios, "latency_ratio")
+        out.update(
+            latency_ratio=ratio["latency_ratio"],
+            latency_ratio_iqr=ratio["latency_ratio_iqr"],
+            reference_latency_ms=statistics.median(times[1]),
+        )
+    return out
+
+
+def _spread(values: list[float], name: str) -> dict[str, float]:
+    """``name`` (the median), ``name_p90`` and ``name_iqr`` of repeated timings (ms) or ratios."""
+    q = statistics.quantiles(values, n=20, method="inclusive")  # 5% steps
+    q1, q3 = statistics.quantiles(values, n=4, method="inclusive")[0::2]
+    unit = "_ms" if name == "latency" else ""
     return {
-        "latency_ms": statistics.median(times),
-        "latency_p90_ms": q[17],
-        "latency_iqr_ms": q3 - q1,
-        "latency_runs": len(times),
-        "latency_window": [window_start, window_end],  # wall-clock span held under the machine lock
+        f"{name}{unit}": statistics.median(values),
+        f"{name}_p90{unit}": q[17],
+        f"{name}_iqr{unit}": q3 - q1,
     }
 
 
@@ -159,21 +185,27 @@ def measure_cost(
     latency_imgsz: int,
     device: torch.device | str = "cpu",
     use_cache: bool = True,
+    reference: nn.Module | None = None,
 ) -> dict:
     """Params, GFLOPs (at 640) and latency (at ``latency_imgsz``) of ``model``'s deploy form.
 
-    Results are cached per (architecture hash, device, latency image size, code version: the blocks'
-    and the cost code, torch and Ultralytics); a cached entry is returned as is with ``cost_cached=True``.
+    With a ``reference`` model (the base, as built: its deploy form is taken here), latency is timed
+    interleaved with it and the result adds ``latency_ratio`` (see :func:`latency`); otherwise
+    ``latency_ratio`` is NaN. Results are cached per (architecture hash, device, latency image size,
+    code version: the blocks' and the cost code, torch and Ultralytics); a cached entry is returned as
+    is with ``cost_cached=True``. A measurement against a reference is never served from the cache.
     """
     device = torch.device(device)
     name = device_name(device)
     cache = _cache_file(arch_hash, name, latency_imgsz)
-    if use_cache and cache.exists():
+    if use_cache and reference is None and cache.exists():
         with contextlib.suppress(ValueError, OSError):
             return {**json.loads(cache.read_text()), "cost_cached": True}
     deployed = deploy_form(model.to("cpu"))
     result = {**model_cost(deployed), "latency_device": name, "latency_imgsz": latency_imgsz}
-    result.update(latency(deployed, latency_imgsz, device))
+    result["latency_ratio"] = result["latency_ratio_iqr"] = math.nan
+    ref = deploy_form(reference.to("cpu")) if reference is not None else None
+    result.update(latency(deployed, latency_imgsz, device, reference=ref))
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(result))

@@ -45,7 +45,7 @@ IMG_FORMATS = {
 }
 # Class hue centres (OpenCV hue, 0-179): colour hints the class, shape decides it.
 _CLASS_HUES = [0, 60, 120]
-_SPLITS = {"train": 0, "val": 1}
+_SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
 class DataError(ValueError):
@@ -136,6 +136,8 @@ def _render(seed: int, split: str, index: int, imgsz: int) -> tuple[np.ndarray, 
 
 def _write_dataset(out: Path, final: Path, seed: int, counts: dict[str, int], imgsz: int) -> None:
     for split, n in counts.items():
+        if not n:
+            continue
         (out / "images" / split).mkdir(parents=True)
         (out / "labels" / split).mkdir(parents=True)
         for i in range(n):
@@ -147,8 +149,7 @@ def _write_dataset(out: Path, final: Path, seed: int, counts: dict[str, int], im
             (out / "labels" / split / f"{stem}.txt").write_text("".join(line + "\n" for line in lines))
     meta = {
         "path": str(final),  # where the folder will live after the rename, not the temp folder
-        "train": "images/train",
-        "val": "images/val",
+        **{split: f"images/{split}" for split, n in counts.items() if n},
         "names": dict(enumerate(CLASS_NAMES)),
     }
     (out / "data.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
@@ -171,7 +172,13 @@ def _discard(folder: Path) -> None:
 
 
 def builtin_dataset(
-    root: str | Path | None = None, *, seed: int = 0, n_train: int = 64, n_val: int = 32, imgsz: int = 160
+    root: str | Path | None = None,
+    *,
+    seed: int = 0,
+    n_train: int = 64,
+    n_val: int = 32,
+    n_test: int = 32,
+    imgsz: int = 160,
 ) -> Path:
     """Generate (once) a small synthetic shapes detection dataset in Ultralytics YOLO format.
 
@@ -183,18 +190,21 @@ def builtin_dataset(
             ``~/.cache/rtdetr-ghost-search/data``.
         seed: Random seed.
         n_train: Number of training images.
-        n_val: Number of validation images.
+        n_val: Number of validation images (the trainer picks ``best.pt`` on them).
+        n_test: Number of held-out test images (a trial's reported mAP); 0 for no test split.
         imgsz: Square image side in pixels.
 
     Returns:
         Absolute path of the dataset's ``data.yaml``.
     """
-    if n_train < 1 or n_val < 1:
-        raise ValueError(f"n_train and n_val must be >= 1, got {n_train} and {n_val}")
+    if n_train < 1 or n_val < 1 or n_test < 0:
+        raise ValueError(
+            f"n_train and n_val must be >= 1 and n_test >= 0, got {n_train}, {n_val} and {n_test}"
+        )
     if imgsz < 32:
         raise ValueError(f"imgsz must be >= 32, got {imgsz}")
     base = (Path(root) if root is not None else _default_root()).expanduser().resolve()
-    final = base / f"shapes-v{_GENERATOR_VERSION}-s{seed}-{n_train}-{n_val}-{imgsz}"
+    final = base / f"shapes-v{_GENERATOR_VERSION}-s{seed}-{n_train}-{n_val}-{n_test}-{imgsz}"
     if (final / _MARKER).is_file():
         return final / "data.yaml"
 
@@ -204,7 +214,7 @@ def builtin_dataset(
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=base))
     try:
         logger.info("generating built-in dataset %s", final)
-        _write_dataset(tmp, final, seed, {"train": n_train, "val": n_val}, imgsz)
+        _write_dataset(tmp, final, seed, {"train": n_train, "val": n_val, "test": n_test}, imgsz)
         (tmp / _MARKER).write_text("ok\n")  # written last: its presence means the folder is whole
         if final.exists() and not (final / _MARKER).is_file():
             logger.warning("discarding incomplete dataset folder %s", final)
@@ -299,7 +309,8 @@ def check_dataset(data: str | Path, expected_names: list[str] | dict | None = No
         expected_names: If given, the class names the yaml must declare (list, or ``{index: name}``).
 
     Returns:
-        The parsed yaml with ``path``, ``train`` and ``val`` as absolute path strings (lists stay lists),
+        The parsed yaml with ``path``, ``train``, ``val`` (and ``test`` when given) as absolute path
+        strings (lists stay lists),
         ``names`` as ``{index: name}`` and ``nc`` set.
 
     Raises:
@@ -339,9 +350,13 @@ def check_dataset(data: str | Path, expected_names: list[str] | dict | None = No
                 f"{where}: class names {list(names.values())} do not match expected {list(expected.values())}"
             )
 
+    if parsed.get("test") is not None and not isinstance(parsed["test"], str | list):
+        raise DataError(f"{where}: 'test' must be a folder path or a list of them")
     root = _dataset_root(parsed, yaml_path, where)
     out = dict(parsed, path=str(root), names=names, nc=len(names))
-    for key in ("train", "val"):
+    for key in ("train", "val", "test"):
+        if key == "test" and not parsed.get("test"):
+            continue  # optional: without it, a trial's mAP is scored on val (and says so)
         values = parsed[key] if isinstance(parsed[key], list) else [parsed[key]]
         resolved = []
         for v in values:

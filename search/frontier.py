@@ -19,6 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from .records import choices_text
+from .stats import margin
+
 MAXIMIZE = "maximize"
 MINIMIZE = "minimize"
 _DIRECTIONS = (MAXIMIZE, MINIMIZE)
@@ -259,7 +262,10 @@ def comparable_groups(rows: list[dict], objectives: Sequence[Objective]) -> dict
     return groups
 
 
-def frontier_table(rows: list[dict], objectives: list[Objective]) -> list[dict]:
+Noise = Mapping[str, tuple[float, int]]  # metric -> (seed std, degrees of freedom): search.stats.noise_floor
+
+
+def frontier_table(rows: list[dict], objectives: list[Objective], noise: Noise | None = None) -> list[dict]:
     """Return the rows on the Pareto frontier, sorted by the first objective, best first.
 
     Rows missing an objective metric or holding a non-numeric or non-finite value are ignored.
@@ -267,20 +273,72 @@ def frontier_table(rows: list[dict], objectives: list[Objective]) -> list[dict]:
     The returned dicts are the input row objects themselves. Latencies measured on different devices
     are never compared: with several devices (see :func:`comparable_groups`) the result is each
     device's own frontier, one after the other.
+
+    With ``noise`` (each metric's seed std, see :func:`search.stats.noise_floor`), the frontier is
+    noise-aware: a row is dominated only by a row that is not worse beyond noise on any objective and
+    better beyond noise on one (see :func:`noisy_dominates`). A metric missing from ``noise`` is
+    compared exactly.
     """
     if not objectives:
         raise ValueError("at least one objective is required")
     groups = comparable_groups(rows, objectives)
     if len(groups) > 1:
-        return [row for group in groups.values() for row in _frontier(group, objectives)]
-    return _frontier(rows, objectives)
+        return [row for group in groups.values() for row in _frontier(group, objectives, noise)]
+    return _frontier(rows, objectives, noise)
 
 
-def _frontier(rows: list[dict], objectives: list[Objective]) -> list[dict]:
+def _seeds(row: Mapping[str, Any]) -> int:
+    return int(row.get("n_seeds") or 1)
+
+
+def noisy_dominates(
+    a: Mapping[str, Any], b: Mapping[str, Any], objectives: Sequence[Objective], noise: Noise
+) -> bool:
+    """True when row ``a`` beats row ``b`` beyond noise: never worse by more than the noise on any
+    objective, and better by more than it on at least one (a row's values are means over its
+    ``n_seeds`` seeds; the noise margin is :func:`search.stats.margin`)."""
+    better = False
+    for o in objectives:
+        gain = o.sign * (float(b[o.metric]) - float(a[o.metric]))  # > 0: a is better
+        m = margin(noise.get(o.metric), _seeds(a), _seeds(b))
+        if gain < -m:
+            return False
+        if gain > m:
+            better = True
+    return better
+
+
+def within_noise(a: Mapping[str, Any], b: Mapping[str, Any], metric: str, noise: Noise) -> bool:
+    """True when two rows' values of ``metric`` differ by no more than the noise."""
+    return abs(float(a[metric]) - float(b[metric])) <= margin(noise.get(metric), _seeds(a), _seeds(b))
+
+
+def close_groups(front: list[dict], metrics: Sequence[str], noise: Noise) -> list[list[dict]]:
+    """Groups (two or more) of ``front`` rows linked by differing within noise on every one of ``metrics``.
+
+    With all the objectives: the frontier's ties, points the sweep cannot tell apart. With the first
+    objective alone: the members whose main metric is not separated, whatever their cost.
+    """
+    groups: list[list[dict]] = []
+    for row in front:
+        linked = [g for g in groups if any(all(within_noise(row, o, m, noise) for m in metrics) for o in g)]
+        merged = [row] + [r for g in linked for r in g]
+        groups = [g for g in groups if not any(g is x for x in linked)] + [merged]
+    order = {id(r): k for k, r in enumerate(front)}
+    return [sorted(g, key=lambda r: order[id(r)]) for g in groups if len(g) > 1]
+
+
+def _frontier(rows: list[dict], objectives: list[Objective], noise: Noise | None = None) -> list[dict]:
     kept = [(row, vec) for row in rows if (vec := _metric_vector(row, objectives)) is not None]
     if not kept:
         return []
     front = pareto_front([vec for _, vec in kept], [o.direction for o in objectives])
+    if noise is not None:
+        survivors = [
+            i for i, (row, _) in enumerate(kept)
+            if not any(noisy_dominates(other, row, objectives, noise) for other, _ in kept if other is not row)
+        ]  # fmt: skip
+        front = survivors or front  # a dominance cycle within noise leaves no survivor: the exact front
     signs = [o.sign for o in objectives]
     chosen = [kept[i] for i in front]
     chosen.sort(key=lambda rv: tuple(s * v for s, v in zip(signs, rv[1], strict=True)))
@@ -342,3 +400,43 @@ def hypervolume_curve(
     reference = default_reference(points, directions)
     values = [hypervolume(points[:i], directions, reference) for i in range(1, len(points) + 1)]
     return reference, values, counted
+
+
+def _name(row: Mapping[str, Any]) -> str:
+    return str(row.get("label") or choices_text(row.get("params") or {}))
+
+
+def frontier_notes(front: list[dict], objectives: Sequence[Objective], noise: Noise) -> list[str]:
+    """What the noise leaves undecided on a frontier, as lines for a reader.
+
+    The noise floor used; objectives without a noise estimate; groups of members tied within noise
+    on every objective; and groups whose first objective differs only within noise (they are on the
+    frontier for their cost, not for it).
+    """
+    metrics = [o.metric for o in objectives]
+    measured = [f"{m} {fmt(noise[m][0])} (df {noise[m][1]})" for m in metrics if m in noise and noise[m][0]]
+    notes = []
+    if measured:
+        notes.append(
+            "noise floor, the seed std pooled over architectures with 2+ seeds: "
+            + ", ".join(measured)
+            + "; differences within t(df)·std·sqrt(1/n_a + 1/n_b) are noise"
+        )
+    unknown = [m for m in metrics if m not in noise]
+    if unknown:
+        notes.append(
+            f"no noise estimate for {', '.join(unknown)} (no architecture has 2+ trained seeds): "
+            "compared as if exact, so its differences may be noise"
+        )
+    ties = close_groups(front, metrics, noise)
+    for group in ties:
+        notes.append("tied within noise on every objective: " + " = ".join(_name(r) for r in group))
+    main = metrics[0]
+    tie_sets = [{id(r) for r in g} for g in ties]
+    for group in close_groups(front, [main], noise):
+        if {id(r) for r in group} not in tie_sets:
+            notes.append(
+                f"{main} within noise of each other (on the frontier for their other objectives): "
+                + ", ".join(_name(r) for r in group)
+            )
+    return notes

@@ -2,6 +2,7 @@
 
 python -m search.pareto --sweep placements-20261128-090000
 python -m search.pareto --sweep NAME --all --format json --tracking-uri http://mlflow:5000
+python -m search.pareto --sweep NAME --table ablation    # every single change against the base
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from .cli import Parser, start, usage_error
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .ablation import ablation_table, ablation_text
     from .frontier import frontier_table
     from .records import EXPERIMENT, Tag
     from .space import SpaceError, load_space
-    from .sweep import frontier_text, trial_rows
+    from .sweep import frontier_text, noise_of, trial_rows
     from .tracking import SweepTracker, TrackingError, check_tracking, default_tracking_uri
 
     start()
@@ -24,7 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep", required=True, help="the sweep's --name")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the embedded store in mlflow/)")
     p.add_argument("--experiment", default=EXPERIMENT)
-    p.add_argument("--all", action="store_true", help="every finished trial, not only the frontier")
+    p.add_argument("--all", action="store_true", help="every finished architecture, not only the frontier")
+    p.add_argument(
+        "--table",
+        choices=("frontier", "ablation"),
+        default="frontier",
+        help="frontier: the noise-aware Pareto frontier; ablation: each single change against the base",
+    )
     p.add_argument("--format", choices=("text", "json"), default="text")
     args = p.parse_args(argv)
     uri = args.tracking_uri or default_tracking_uri()
@@ -40,14 +48,26 @@ def main(argv: list[str] | None = None) -> int:
         return usage_error(exc)
     objectives = list(space.objectives)
     rows = trial_rows(tracker, parent.info.run_id, space)
-    shown = rows if args.all else frontier_table(rows, objectives)
-    if args.format == "json":
-        print(json.dumps(shown, indent=2))
+    noise = noise_of(rows, space)
+    front = frontier_table(rows, objectives, noise)
+    if args.table == "ablation":
+        table = ablation_table(rows, space, noise)
+        if args.format == "json":
+            print(json.dumps(table, indent=2))
+            return 0
+        print(
+            f"sweep {args.sweep}: {len(table)} single changes from the base among {len(rows)} architectures"
+        )
+        print(ablation_text(table))
         return 0
-    print(
-        f"sweep {args.sweep}: {len(rows)} finished trials, {len(frontier_table(rows, objectives))} on the frontier"
-    )
-    print(frontier_text(shown, space))
+    shown = rows if args.all else front
+    if args.format == "json":
+        print(
+            json.dumps([{**r, "seeds": {str(k): v for k, v in r["seeds"].items()}} for r in shown], indent=2)
+        )
+        return 0
+    print(f"sweep {args.sweep}: {len(rows)} finished architectures, {len(front)} on the noise-aware frontier")
+    print(frontier_text(shown, space, noise, notes=not args.all))
     return 0
 
 

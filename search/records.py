@@ -7,8 +7,11 @@ with these names.
 
 from __future__ import annotations
 
+from .stats import summarize
+
 __all__ = [
     "EXPERIMENT",
+    "architecture_rows",
     "choices_text",
     "Tag",
     "run_row",
@@ -27,8 +30,12 @@ EXPERIMENT = "rtdetr-ghost-search"
 # The final metrics every finished trial reports (to the searcher and as its child run's metrics);
 # a space's objectives must be among them. Cost metrics are measured before training and are also
 # in every per-epoch result, so an early-stopping scheduler can rank on any of them.
-TRIAL_METRICS = ("map50_95", "map50", "latency_ms", "latency_p90_ms", "gflops", "n_params")
-COST_METRICS = ("latency_ms", "latency_p90_ms", "latency_iqr_ms", "gflops", "n_params")
+TRIAL_METRICS = ("map50_95", "map50", "map50_95_coco", "map50_95_ultralytics", "latency_ms", "latency_p90_ms",
+                 "latency_ratio", "gflops", "n_params")  # fmt: skip
+# map50_95 and map50: the space's map_evaluator's figures (COCO's by default), scored on the test split
+# latency_ratio: the latency over the base's, timed interleaved with it (NaN in a space without a base)
+COST_METRICS = ("latency_ms", "latency_p90_ms", "latency_iqr_ms", "latency_ratio", "latency_ratio_iqr", "gflops",
+                "n_params")  # fmt: skip
 
 # A trial's status: the tag `trial.status` on its child run. LOST: its worker died before the trial
 # recorded an outcome (killed, out of memory, node lost) and Ray gave up retrying it.
@@ -40,10 +47,13 @@ class Tag:
     """Tag keys of a sweep's MLflow runs (the parent's and the trials')."""
 
     SWEEP = "sweep.name"  # on the parent and every trial run of a sweep
-    ROLE = "sweep.role"  # "parent" or "trial"
+    ROLE = "sweep.role"  # "parent", "architecture" (one per architecture) or "trial" (one per seed)
     STATUS = "trial.status"  # one of the statuses above
     TRIAL_ID = "trial.id"  # Ray Tune's trial id: a resumed trial finds its run by it
-    PARENT = "mlflow.parentRunId"  # nests a trial's run under its sweep in the UI
+    PARENT = (
+        "mlflow.parentRunId"  # nests an architecture under its sweep, a seed's trial under its architecture
+    )
+    REFERENCE = "reference"  # on a reference's architecture run: its name in the space ("base" for the base)
     ARCH = "arch_hash"  # search.materialize.arch_hash of the trained model yaml
     SETUP = "setup"  # the training setup's key: results are reused only under the same one
     REUSED_FROM = "reused_from"  # the run whose result this trial reused
@@ -55,33 +65,68 @@ class Tag:
     ERROR = "error"
     PARETO = "pareto"  # "true" on the frontier's runs
     LATENCY_DEVICE = "latency_device"
+    SCORED_SPLIT = "scored_split"  # the split a trial's mAP was scored on: "test", or "val" without one
+
+
+ROLE_PARENT, ROLE_ARCH, ROLE_TRIAL = "parent", "architecture", "trial"
 
 
 def run_row(run, site_names: list[str]) -> dict | None:
-    """A finished, trained trial's run as a row (objectives, choices, ids); None for any other run.
+    """A finished, trained trial's run (one seed of one architecture) as a row; None for any other run.
 
-    Reused results are not rows of their own: the run that trained the architecture is.
+    Reused results are not rows of their own: the run that trained the architecture's seed is.
     """
     tags, metrics = run.data.tags, run.data.metrics
     if run.info.status != "FINISHED" or tags.get(Tag.STATUS) != OK or Tag.REUSED_FROM in tags:
+        return None
+    if tags.get(Tag.ROLE, ROLE_TRIAL) != ROLE_TRIAL:
         return None
     params = {name: run.data.params.get(name, "") for name in site_names}
     return {
         "trial_id": tags.get(Tag.TRIAL_ID, ""),
         "run_id": run.info.run_id,
+        "arch_run_id": tags.get(Tag.PARENT, ""),
         "arch_hash": tags.get(Tag.ARCH, ""),
+        "seed": int(run.data.params.get("seed", 0)),
         **{k: metrics.get(k) for k in TRIAL_METRICS},
         "n_params": int(metrics.get("n_params", 0)),
         "latency_device": tags.get(Tag.LATENCY_DEVICE, ""),
+        "scored_split": tags.get(Tag.SCORED_SPLIT, "val"),
         "params": params,
         "label": "base" if all(v == "keep" for v in params.values()) else "",
     }
 
 
 def trial_rows(runs: list, site_names: list[str]) -> list[dict]:
-    """The rows of a sweep's trial runs, in the order the trials ended."""
+    """The rows of a sweep's trial runs (one per trained seed), in the order the trials ended."""
     ordered = sorted(runs, key=lambda r: (r.info.end_time or 0, r.info.run_id))
     return [row for run in ordered if (row := run_row(run, site_names)) is not None]
+
+
+def architecture_rows(seed_rows: list[dict]) -> list[dict]:
+    """One row per architecture from its seeds' rows, in the order each architecture first finished.
+
+    Each metric of :data:`TRIAL_METRICS` is the mean over the architecture's seeds, with
+    ``<metric>_std`` and ``<metric>_ci95`` (the half-width of its 95 % interval: NaN for one seed)
+    beside it; ``n_seeds`` counts them and ``seeds`` maps each seed to its metric values (for
+    differences paired by seed). ``trial_id`` and ``run_id`` are the first seed's; ``arch_run_id`` is
+    the architecture's own run.
+    """
+    grouped: dict[str, list[dict]] = {}
+    for row in seed_rows:
+        grouped.setdefault(row["arch_hash"], []).append(row)
+    out = []
+    for seeds in grouped.values():
+        first = seeds[0]
+        row = {k: v for k, v in first.items() if k not in TRIAL_METRICS and k != "seed"}
+        row["seeds"] = {r["seed"]: {k: r.get(k) for k in TRIAL_METRICS} for r in seeds}
+        row["n_seeds"] = len(row["seeds"])
+        for metric in TRIAL_METRICS:
+            s = summarize(v[metric] for v in row["seeds"].values())
+            row[metric], row[f"{metric}_std"], row[f"{metric}_ci95"] = s.mean, s.std, s.half
+        row["n_params"] = int(first.get("n_params") or 0)
+        out.append(row)
+    return out
 
 
 def choices_text(params: dict[str, str]) -> str:

@@ -22,16 +22,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .ablation import COLUMNS as ABLATION_COLUMNS
+from .ablation import ablation_cells, ablation_table
 from .frontier import (
     Objective,
     comparable_groups,
     fmt,
+    frontier_notes,
     frontier_table,
     hypervolume_curve,
 )
 from .plots import CSS, HIGHLIGHT_COLORS, build_panels, scale, svg_panel
 from .records import TRIAL_METRICS, choices_text
 from .space import Budget, Choice, Site, Space
+from .stats import EXACT_METRICS
 
 __all__ = ["BASE_TEXT", "SECTIONS", "sweep_report", "write_report"]
 
@@ -40,6 +44,7 @@ SECTIONS = (
     "Budget",
     "Frontier",
     "Hypervolume over trials",
+    "Ablation",
     "Per-site effects",
     "All trials",
 )
@@ -49,7 +54,6 @@ BASE_TEXT = "unmodified base"
 _REPORT_CSS = """
 h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 td.txt, th.txt { text-align: left; }
-td.best { font-weight: bold; background: #fff1a8; }
 .note { color: #555; font-size: 13px; }
 .hvline { fill: none; stroke: #1f77b4; stroke-width: 1.5; }
 .hvpt { fill: #1f77b4; }
@@ -159,11 +163,13 @@ def _rows_table(rows: list[dict], objectives: list[Objective], attrs: str) -> st
     metrics = [o.metric for o in objectives] + [
         m for m in TRIAL_METRICS if m not in {o.metric for o in objectives}
     ]
-    columns = ["trial_id", "label", *metrics, "choices", "arch_hash"]
+    spread = [m for m in metrics if m not in EXACT_METRICS]  # measured: shown with their 95 % interval
+    columns = ["trial_id", "label", "n_seeds", *(f"{m} ±95%" if m in spread else m for m in metrics)]
+    columns += ["choices", "arch_hash"]
     body = [
         "<tr>"
-        + "".join(_td(r.get(c)) for c in ("trial_id", "label"))
-        + "".join(_td(r.get(m)) for m in metrics)
+        + "".join(_td(r.get(c)) for c in ("trial_id", "label", "n_seeds"))
+        + "".join(_td(r.get(m)) if m not in spread else _mean_td(r, m) for m in metrics)
         + _td(_choices_text(r))
         + _td(r.get("arch_hash"))
         + "</tr>"
@@ -172,19 +178,40 @@ def _rows_table(rows: list[dict], objectives: list[Objective], attrs: str) -> st
     return _table(columns, body, attrs)
 
 
+def _mean_td(row: Mapping[str, Any], metric: str) -> str:
+    """A mean over seeds and its 95 % interval's half-width: ``0.3120 ± 0.0410`` (the mean alone for one seed)."""
+    mean, half = _num(row.get(metric)), _num(row.get(f"{metric}_ci95"))
+    if math.isnan(mean):
+        return _td(None)
+    text = fmt(mean) + (f" ± {fmt(half)}" if math.isfinite(half) else "")
+    return f'<td data-value="{mean!r}">{html.escape(text)}</td>'
+
+
 def _plot_objectives(space: Space) -> list[Objective]:
     """The space's first objective on the y axis against each of the others."""
     return list(space.objectives)
 
 
 def _frontier_section(
-    space: Space, rows: list[dict], front: list[dict], references: Mapping[str, str]
+    space: Space, rows: list[dict], front: list[dict], references: Mapping[str, str], noise=None
 ) -> str:
     objectives = _objectives(space)
     parts = [
-        f"<h2>Frontier</h2>\n<p>{len(front)} of {len(rows)} finished trials are on the Pareto frontier "
-        f"of {html.escape(', '.join(o.metric for o in objectives))}.</p>"
+        f"<h2>Frontier</h2>\n<p>{len(front)} of {len(rows)} finished architectures are on the Pareto frontier "
+        f"of {html.escape(', '.join(o.metric for o in objectives))}. Each value is the mean over the "
+        "architecture's seeds, ± the half-width of its 95 % interval.</p>"
     ]
+    if noise is not None:
+        parts.append(
+            '<p class="note" id="noise">The frontier is noise-aware: an architecture is dominated only by one '
+            "that is not worse beyond noise on any objective and better beyond noise on one (GFLOPs and "
+            "parameters are exact; mAP and latency have the seed spread below).</p>"
+        )
+        notes = frontier_notes(front, objectives, noise)
+        if notes:
+            parts.append(
+                '<ul id="noise-notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"
+            )
     groups = comparable_groups(rows, objectives)
     if len(groups) > 1:
         parts.append(
@@ -272,42 +299,74 @@ def _hypervolume_section(space: Space, rows: list[dict], curve=None) -> str:
     return f"{head}\n{note}\n{_svg_line(values)}\n{table}"
 
 
-def _site_effects(space: Space, site: Site, rows: list[dict]) -> str:
-    metrics = [(o.metric, o.direction) for o in space.objectives]
-    stats = []
-    for choice in site.choices:
-        made = [r for r in rows if (r.get("params") or {}).get(site.name) == choice.name]
-        means = []
-        for m, _ in metrics:
-            vals = [v for r in made if math.isfinite(v := _num(r.get(m)))]
-            means.append(sum(vals) / len(vals) if vals else None)
-        stats.append((choice.name, len(made), means))
-    best = []
-    for k, (_, direction) in enumerate(metrics):
-        vals = [s[2][k] for s in stats if s[2][k] is not None]
-        best.append((max if direction == "maximize" else min)(vals) if vals else None)
-    body = [
-        "<tr>"
-        + _td(name)
-        + _td(n)
-        + "".join(_td(v, best=v is not None and v == b) for v, b in zip(means, best, strict=True))
-        + "</tr>"
-        for name, n, means in stats
-    ]
-    columns = ["choice", "trials", *(f"mean {m}" for m, _ in metrics)]
-    caption = f"<h3>{html.escape(site.name)} (layer {site.layer})</h3>"
-    return caption + _table(columns, body, f' class="effects" data-site="{html.escape(site.name)}"')
+def _split_note(rows: list[dict]) -> str:
+    """Which split the mAPs were scored on; a warning when it is the split best.pt was chosen on."""
+    splits = {r.get("scored_split") or "val" for r in rows}
+    if splits == {"test"}:
+        return (
+            '<p class="note" id="split">mAP is scored on the dataset\'s held-out test split; each trial\'s '
+            "best.pt was chosen on its val split.</p>"
+        )
+    return (
+        '<p class="note" id="split"><strong>mAP is scored on the val split</strong>: the dataset has no '
+        "<code>test:</code> split, so best.pt was chosen and scored on the same images and every mAP here "
+        "is optimistic (the comparison between trials stays fair).</p>"
+    )
 
 
-def _effects_section(space: Space, rows: list[dict]) -> str:
+def _ablation_section(space: Space, rows: list[dict], noise) -> str:
+    head = "<h2>Ablation</h2>"
+    table = ablation_table(rows, space, noise or {})
+    if not table:
+        return (
+            f"{head}\n<p>No ablation table: it needs the trained base and at least one architecture that "
+            "differs from it at exactly one site (<code>--sampler ablation</code> trains all of them).</p>"
+        )
+    note = (
+        '<p class="note">Each architecture that differs from the unmodified base at one site, against the base: '
+        "the difference of the means with its 95 % interval (paired by seed when both share two or more seeds, "
+        "else against the sweep's pooled seed spread). A change whose interval includes zero is within noise: "
+        "this sweep cannot tell it from no change. Latency is relative to the base's, GFLOPs are exact.</p>"
+    )
+    body = ["<tr>" + "".join(_td(v) for v in ablation_cells(e).values()) + "</tr>" for e in table]
+    return f"{head}\n{note}\n" + _table(list(ABLATION_COLUMNS), body, ' id="ablation"')
+
+
+def _effect_text(e) -> str:
+    if e.mean is None:
+        return f"not identified: needs {e.needs} more trial{'s' if e.needs > 1 else ''}"
+    if e.half is None or not math.isfinite(e.half):
+        return f"{e.mean:+.4g} (no noise estimate)"
+    return f"{e.mean:+.4g} ± {e.half:.2g}"
+
+
+def _effects_section(space: Space, rows: list[dict], noise=None) -> str:
+    from .effects import effects_by_choice
+
     head = "<h2>Per-site effects</h2>"
     if not rows:
         return f"{head}\n<p>No trial finished: no effects to show.</p>"
+    metrics = [o.metric for o in space.objectives]
+    effects = effects_by_choice(rows, space, metrics, noise or {})
+    seeds = sum(int(r.get("n_seeds") or 1) for r in rows)
     note = (
-        '<p class="note">For each site and choice: the trials that made it, and the mean of each metric over '
-        "those of them with a finite value. The best mean of each column is highlighted.</p>"
+        '<p class="note">Each choice\'s effect against keeping the layer, from an additive model fitted to all '
+        f"{seeds} trained seeds of the {len(rows)} architectures (metric = base + the sum of the sites' effects), "
+        "with its 95 % interval (the residual spread, or the seed noise floor when the fit leaves none). An "
+        "effect is shown only where the trained architectures separate it from the others; elsewhere the "
+        "table says how many more trials would (e.g. the base with only that change). Sites interact: an "
+        "additive effect is an average over the architectures trained.</p>"
     )
-    return "\n".join([head, note, *(_site_effects(space, s, rows) for s in space.sites)])
+    body = [
+        "<tr>"
+        + _td(f"{site}={choice}")
+        + _td(by_metric[metrics[0]].trials)
+        + "".join(_td(_effect_text(by_metric[m])) for m in metrics)
+        + "</tr>"
+        for (site, choice), by_metric in effects.items()
+    ]
+    columns = ["choice", "seeds with it", *(f"effect on {m} [95%]" for m in metrics)]
+    return f"{head}\n{note}\n" + _table(columns, body, ' id="effects"')
 
 
 def _trials_section(space: Space, rows: list[dict]) -> str:
@@ -330,6 +389,7 @@ def sweep_report(
     marks: Mapping[str, str] | None = None,
     front: list[dict] | None = None,
     hypervolumes: tuple[list[float], list[float], list[dict]] | None = None,
+    noise: Mapping[str, tuple[float, int]] | None = None,
 ) -> str:
     """Return one self-contained HTML document reporting a sweep.
 
@@ -341,28 +401,31 @@ def sweep_report(
         marks: ``arch_hash -> reference name``: rows with such a hash are marked as that reference (the
             space's ``references`` give the captions).
         front: the frontier of ``rows`` when the caller has it (:func:`search.frontier.frontier_table`).
+        noise: the sweep's noise floor (:func:`search.stats.noise_floor`): the frontier is then
+            noise-aware, and the report says what the noise leaves undecided.
         hypervolumes: their :func:`search.frontier.hypervolume_curve` when the caller has it.
     """
     given = rows
     rows = _labelled(list(rows), marks)
     if front is None:
-        front = frontier_table(rows, _objectives(space)) if rows else []
+        front = frontier_table(rows, _objectives(space), noise) if rows else []
     else:  # the caller's frontier, in its order, as this report's (labelled) copies of its rows
         copy_of = {id(row): copy for row, copy in zip(given, rows, strict=True)}
         front = [copy_of[id(r)] for r in front]
     page_title = html.escape(title or f"{space.name} sweep report")
     summary = (
-        f"<p>{len(rows)} finished trials of space {html.escape(space.name)} under budget "
-        f"{html.escape(budget.name)}; {len(front)} on the frontier.</p>"
+        f"<p>{len(rows)} finished architectures of space {html.escape(space.name)} under budget "
+        f"{html.escape(budget.name)}; {len(front)} on the frontier.</p>\n{_split_note(rows)}"
         if rows
         else "<p><strong>No trial finished.</strong></p>"
     )
     sections = [
         _space_section(space),
         _budget_section(budget),
-        _frontier_section(space, rows, front, {r.name: r.caption for r in space.references}),
+        _frontier_section(space, rows, front, {r.name: r.caption for r in space.references}, noise),
         _hypervolume_section(space, rows, hypervolumes),
-        _effects_section(space, rows),
+        _ablation_section(space, rows, noise),
+        _effects_section(space, rows, noise),
         _trials_section(space, rows),
     ]
     return (

@@ -1,7 +1,8 @@
 """``python -m search.run``: sweep a space of GhostModuleV3 placements in RT-DETR, or dry-run it.
 
     python -m search.run --space placements                 # a sweep (a small CPU run without a GPU)
-    python -m search.run --space modes --sampler grid       # the ablation table, every point once
+    python -m search.run --space modes --sampler grid       # every point once, the base first
+    python -m search.run --sampler ablation --repeats 2     # the base and every single change, 2 seeds
     python -m search.run --space placements --dry-run       # build and cost architectures, no training
     python -m search.run --name NAME --resume               # continue an interrupted sweep
 
@@ -30,11 +31,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="build and cost architectures without training")
     p.add_argument("--format", choices=("text", "json"), default="text", help="dry-run output format")
-    p.add_argument("--samples", type=int, help="trials to run (dry-run: rows when the space has > 64 points)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        help="architectures to sample after the base and the space's references (grid: architectures in all; "
+        "dry-run: rows when the space has > 64 points)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="seeds per architecture, each its own trial; the mean is the architecture's value (default 1; "
+        "the base always gets at least 2, so every sweep measures its own noise)",
+    )
+    p.add_argument(
+        "--count-references",
+        action="store_true",
+        help="count the base and the space's references toward --samples (default: they come on top)",
+    )
     p.add_argument(
         "--budget", help="the space's budget (default: cpu without a GPU, else full; dry-run: as written)"
     )
-    p.add_argument("--sampler", choices=("tpe", "nsga2", "random", "grid"), default="tpe")
+    p.add_argument(
+        "--sampler",
+        choices=("tpe", "nsga2", "random", "grid", "ablation"),
+        default="tpe",
+        help="tpe, nsga2, random: search; grid: every point; ablation: the base and every single change from it",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--max-concurrent", type=int, help="trials at once (default: GPUs / gpus-per-trial, or 1 on CPU)"
@@ -76,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _positive(args: argparse.Namespace) -> None:
-    for key in ("samples", "epochs", "imgsz", "batch", "max_concurrent"):
+    for key in ("samples", "epochs", "imgsz", "batch", "max_concurrent", "repeats"):
         value = getattr(args, key)
         if value is not None and value < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
@@ -161,6 +184,10 @@ def sweep_config(args: argparse.Namespace, space):
         raise UsageError(
             f"--samples {args.samples} > {space.size} points: the grid sampler runs each point once"
         )
+    if args.sampler == "ablation" and args.samples:
+        raise UsageError(
+            "--samples does not apply to --sampler ablation: it trains the base and every single change from it"
+        )
     if args.resume and not args.name:
         raise UsageError("--resume needs the --name of the sweep to continue")
     if args.data:
@@ -178,6 +205,13 @@ def sweep_config(args: argparse.Namespace, space):
         samples = args.samples
     elif args.sampler == "grid":
         samples = space.size
+    elif args.sampler == "ablation":
+        from .sweep import ablation_points
+
+        try:
+            samples = len(ablation_points(space))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     else:
         samples = min(space.size, 32 if gpus else 3)
     concurrent = args.max_concurrent or (
@@ -206,6 +240,8 @@ def sweep_config(args: argparse.Namespace, space):
         else space.constraints.max_latency_ms,
         max_gflops=args.max_gflops if args.max_gflops is not None else space.constraints.max_gflops,
         max_failures=args.max_failures,
+        repeats=args.repeats,
+        count_references=args.count_references,
     )
     path = experiment_path(config)
     exists = path.exists() and tune.Tuner.can_restore(str(path))
@@ -290,12 +326,12 @@ def main(argv: list[str] | None = None) -> int:
         start_ray(config.address)  # before anything is written to MLflow
     except (UsageError, SpaceError) as exc:
         return usage_error(exc)
-    from .sweep import resolved_budget, run_sweep
+    from .sweep import resolved_budget, run_sweep, sweep_plan
 
     b = resolved_budget(space, config.budget, config.overrides)
     if config.gpus_per_trial == 0 and not config.data:
         print(
-            f"[sweep] no GPU: a small CPU run - {config.samples} trials on the built-in shapes dataset, "
+            f"[sweep] no GPU: a small CPU run - {sweep_plan(config)[2]} trials on the built-in shapes dataset, "
             f"budget '{config.budget}' ({b.epochs} epochs at {b.imgsz}px, a scaled-down proxy model), "
             "local Ray, embedded MLflow store. Pass --samples/--epochs to change it."
         )

@@ -57,7 +57,12 @@ MODES = ("ori", "ori_shortcut_mul_conv15")
 OPS = ("keep", "replace", "insert")
 DIRECTIONS = ("maximize", "minimize")
 
-_TOP_KEYS = ("name", "description", "base", "objectives", "constraints", "budgets", "sites", "references")
+_TOP_KEYS = (
+    "name", "description", "base", "objectives", "map_evaluator", "constraints", "budgets", "sites", "references"
+)  # fmt: skip
+# What a trial's map50_95 and map50 are: the COCO protocol's figures (faster-coco-eval, the default; what
+# papers quote) or Ultralytics' own. Both are always logged, as map50_95_coco and map50_95_ultralytics.
+MAP_EVALUATORS = ("coco", "ultralytics")
 _TOP_REQUIRED = ("name", "base", "objectives", "budgets", "sites")
 _SITE_KEYS = ("layer", "choices", "description")
 _CHOICE_KEYS = ("op", "block", "mode", "args", "repeats")
@@ -169,6 +174,7 @@ class Space:
     budgets: dict[str, Budget]
     constraints: Constraints = Constraints()
     references: tuple[Reference, ...] = ()
+    map_evaluator: str = "coco"  # one of MAP_EVALUATORS
 
     @property
     def size(self) -> int:
@@ -564,6 +570,9 @@ def parse_space(data: dict, path: str, *, base_yaml: dict | None = None) -> Spac
             raise _err(path, "base", " ".join(str(e).split())) from None
     if not isinstance(base_yaml.get("backbone"), list) or not isinstance(base_yaml.get("head"), list):
         raise _err(path, "base", "the base model has no 'backbone' and 'head' layer lists")
+    evaluator = data.get("map_evaluator", "coco")
+    if evaluator not in MAP_EVALUATORS:
+        raise _err(path, "map_evaluator", f"expected one of {', '.join(MAP_EVALUATORS)}, got {evaluator!r}")
     space = Space(
         name=name,
         path=path,
@@ -574,6 +583,7 @@ def parse_space(data: dict, path: str, *, base_yaml: dict | None = None) -> Spac
         sites=_sites(path, data["sites"], base_yaml),
         budgets=_budgets(path, data["budgets"]),
         constraints=_constraints(path, data.get("constraints")),
+        map_evaluator=evaluator,
     )
     return dataclasses.replace(space, references=_references(space, data.get("references")))
 
@@ -625,6 +635,7 @@ def space_document(space: Space, budget: Budget | None = None) -> dict:
         "description": space.description,
         "base": space.base,
         "objectives": [{"metric": o.metric, "direction": o.direction} for o in space.objectives],
+        "map_evaluator": space.map_evaluator,
         "constraints": dataclasses.asdict(space.constraints),
         "budgets": {
             b.name: {k: v for k, v in dataclasses.asdict(b).items() if k != "name" and v not in (None, {})}

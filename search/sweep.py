@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import statistics
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import optuna
 from ray.tune import Callback
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from . import (
@@ -50,11 +52,24 @@ from .records import (
     TRIAL_METRICS,
     Tag,
 )
-from .space import Budget, Space
+from .space import Budget, Space, validate_params
+from .stats import EXACT_METRICS
 from .tracking import SweepTracker, git_commit
 
 LOGGER = logging.getLogger(__name__)
-SAMPLERS = ("tpe", "nsga2", "random", "grid")
+SAMPLERS = ("tpe", "nsga2", "random", "grid", "ablation")
+FIXED_SAMPLERS = ("grid", "ablation")  # a fixed list of points, in order, each once
+
+
+# Beside map50_95 and map50 (the space's evaluator's): both evaluators' figures and the val split's
+MAP_DETAILS = (
+    "map50_95_coco",
+    "map50_coco",
+    "map50_95_ultralytics",
+    "map50_ultralytics",
+    "map50_95_val",
+    "map50_val",
+)
 
 
 class TrialInfeasible(RuntimeError):
@@ -79,6 +94,8 @@ class SweepContext:
     max_latency_ms: float | None = None
     max_gflops: float | None = None
     poll_s: float = 5.0
+    references: dict[str, str] = field(default_factory=dict)  # arch hash -> the reference it is ("base", ...)
+    base_yaml: dict | None = None  # the base as trials build it: latency is timed against it (None: no base)
 
 
 @dataclass
@@ -105,6 +122,8 @@ class SweepConfig:
     max_latency_ms: float | None = None
     max_gflops: float | None = None
     max_failures: int = 2  # retries after a worker or node dies; a trial's own error is never retried
+    repeats: int = 1  # seeds per architecture (the base: at least 2)
+    count_references: bool = False  # the references count toward `samples` (tpe, nsga2, random)
 
 
 def resolved_budget(space: Space, name: str, overrides: dict) -> Budget:
@@ -133,6 +152,7 @@ def training_setup(config: SweepConfig) -> dict[str, str]:
         "seed": config.seed,
         "max_latency_ms": config.max_latency_ms,
         "max_gflops": config.max_gflops,
+        "map_evaluator": config.space.map_evaluator,
         "code_version": code_version(),
     }
     setup = {k: str(v) for k, v in values.items()}
@@ -154,6 +174,7 @@ SETUP_FLAGS = {
     "max_latency_ms": "--max-latency-ms",
     "max_gflops": "--max-gflops",
     "code_version": "the code (ghost_blocks, the trial code, torch or Ultralytics changed)",
+    "map_evaluator": "the space's map_evaluator",
     "space_file": "--space",
 }
 
@@ -212,8 +233,93 @@ def _claim(tracker: SweepTracker, claims: Claims, key: str, run_id: str, poll_s:
             return None
 
 
+def _architecture_run(
+    tracker: SweepTracker, claims: Claims, ctx: SweepContext, arch: str, params: dict, name: str
+) -> str:
+    """The run of architecture ``arch`` in this sweep, created by the first of its seeds to get here.
+
+    Seeds of one architecture may start at once: each creates a run and claims the architecture's
+    key; the one whose claim wins keeps its run, the others delete theirs and use the winner's.
+    """
+    key = f"arch-{arch}-{ctx.setup or 'any'}"
+    reference = ctx.references.get(arch)
+    while True:
+        current = claims.holder(key)
+        if current is not None:
+            if current[1]:
+                return current[1]
+            time.sleep(0.1)  # the winner is writing its claim
+            continue
+        run_id = tracker.create_child(
+            ctx.parent_id,
+            records.ROLE_ARCH,
+            params=params,
+            tags={
+                Tag.ARCH: arch,
+                Tag.SETUP: ctx.setup,
+                "budget": ctx.budget.name,
+                **({Tag.REFERENCE: reference} if reference else {}),
+                "mlflow.runName": name + (f" ({reference})" if reference and reference != "base" else ""),
+            },
+        )
+        if claims.take(key, run_id, 0):
+            return run_id
+        tracker.delete(run_id)
+
+
+def architecture_metrics(rows: list[dict]) -> dict[str, float]:
+    """An architecture run's metrics from its trained seeds' rows: each trial metric's mean, ``_std``
+    and ``_ci95`` (the 95 % interval's half-width), and ``n_seeds``."""
+    if not rows:
+        return {}
+    (row,) = records.architecture_rows(rows)
+    out = {m: row[m] for m in TRIAL_METRICS}
+    out.update({f"{m}_{k}": row[f"{m}_{k}"] for m in TRIAL_METRICS for k in ("std", "ci95")})
+    out["n_seeds"] = row["n_seeds"]
+    return out
+
+
+def update_architecture(tracker: SweepTracker, arch_run: str, space: Space, seeds: int | None = None) -> None:
+    """Log an architecture run's mean, spread and seed count over its trained seeds (at step
+    ``n_seeds``, so MLflow shows the latest), and end it once ``seeds`` of its seeds have an outcome
+    (``None``: end it now, the sweep is over)."""
+    children = tracker.children(arch_run)
+    rows = records.trial_rows(children, [s.name for s in space.sites])
+    metrics = architecture_metrics(rows)
+    run = tracker.run(arch_run)
+    if metrics and run.data.metrics.get("n_seeds") != metrics["n_seeds"]:
+        tracker.log_metrics(arch_run, metrics, step=int(metrics["n_seeds"]))
+    ended = {
+        c.data.params.get("seed")
+        for c in children
+        if c.data.tags.get(Tag.STATUS) in (OK, FAILED, INFEASIBLE, STOPPED, LOST)
+    }
+    if run.info.status != "RUNNING" or (seeds is not None and len(ended) < seeds):
+        return
+    statuses = [c.data.tags.get(Tag.STATUS) for c in children]
+    status = next((s for s in (OK, INFEASIBLE, STOPPED, FAILED, LOST) if s in statuses), FAILED)
+    tracker.set_tags(arch_run, {Tag.STATUS: status})
+    tracker.finish(arch_run, "FINISHED" if status in (OK, INFEASIBLE, STOPPED) else "FAILED")
+
+
 def sweep_trial(config: dict, ctx: SweepContext) -> None:
-    """The Ray Tune trainable: one architecture of the space, trained once per sweep."""
+    """The Ray Tune trainable: one seed of one architecture of the space, trained once per sweep.
+
+    Whatever the seed's outcome, its architecture's run is brought up to date (mean and spread over
+    the seeds trained so far), and ended when this was its last seed.
+    """
+    state: dict = {}
+    try:
+        _sweep_trial(config, ctx, state)
+    finally:
+        if "arch_run" in state:
+            try:
+                update_architecture(state["tracker"], state["arch_run"], ctx.space, state["seeds"])
+            except Exception:  # noqa: BLE001 - the seed's own outcome is recorded; the summary is redone at the end
+                LOGGER.warning("could not update architecture run %s", state["arch_run"], exc_info=True)
+
+
+def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
     import ray
     import torch
     from ray import tune
@@ -231,18 +337,22 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
     node = ray.get_runtime_context().get_node_id()
     # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPUs, so inside the trial they are numbered from 0.
     device = "0" if gpu_ids and torch.cuda.is_available() else "cpu"
+    seed, n_seeds = int(config.get("seed", ctx.seed)), int(config.get("seeds", 1))
     tracker = SweepTracker(ctx.tracking_uri, ctx.experiment)
-    # the run's name says its choices at a glance: "stage3 gate, pan_p5 ori [54a6348e]"
-    short = ", ".join(f"{k} {v}" for k, v in params.items() if v != "keep") or "unmodified base"
+    claims = Claims(Path(ctx.out_root).parent / "claims")
+    # the runs' names say the choices at a glance: "stage3 gate, pan_p5 ori" and "... seed 1 [54a6348e]"
+    short = (", ".join(f"{k} {v}" for k, v in params.items() if v != "keep") or "unmodified base")[:200]
+    arch_run = _architecture_run(tracker, claims, ctx, arch, params, short)
+    state.update(tracker=tracker, arch_run=arch_run, seeds=n_seeds)
     run_id = tracker.child(
-        ctx.parent_id,
+        arch_run,
         trial_id,
-        params=params,  # the choices: what a user compares runs by (the hash and budget are tags)
+        params={**params, "seed": seed},  # the choices and the seed (the hash and budget are tags)
         tags={
             Tag.ARCH: arch,
             "budget": budget.name,
             Tag.SETUP: ctx.setup,
-            "mlflow.runName": f"{short[:230]} [{trial_id}]",
+            "mlflow.runName": f"{short} seed {seed} [{trial_id}]",
         },
         reopen=False,
     )
@@ -264,8 +374,7 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         {Tag.STATUS: TRAINING, "gpu_ids": ",".join(gpu_ids) or "none", "node": node, "device": device,
          "pid": os.getpid()},
     )  # fmt: skip
-    claims = Claims(Path(ctx.out_root).parent / "claims")
-    done = _claim(tracker, claims, f"{arch}-{ctx.setup or 'any'}", run_id, ctx.poll_s)
+    done = _claim(tracker, claims, f"{arch}-{ctx.setup or 'any'}-s{seed}", run_id, ctx.poll_s)
     if done is not None:
         status = done.data.tags.get(Tag.STATUS)
         tracker.set_tags(run_id, {Tag.REUSED_FROM: done.info.run_id, Tag.STATUS: status or FAILED})
@@ -332,7 +441,10 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         arch_hash=arch,  # model_yaml is built for the dataset's classes already
         data=ctx.data,
         device=device,
-        seed=ctx.seed,
+        seed=seed,
+        fresh_cost=True,  # every seed measures its own latency: their spread is the latency's noise
+        reference_yaml=ctx.base_yaml,  # ... interleaved with the base's, for a ratio that load cancels out of
+        map_evaluator=space.map_evaluator,
         max_latency_ms=ctx.max_latency_ms,
         max_gflops=ctx.max_gflops,
     )
@@ -349,10 +461,10 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         tracker.set_tags(run_id, {Tag.STATUS: INFEASIBLE, Tag.INFEASIBLE: result["reason"]})
         tracker.finish(run_id)
         raise TrialInfeasible(f"over the cost constraints: {result['reason']}")
-    final = {**cost, **{k: result[k] for k in ("map50_95", "map50", "epochs_done", "train_s")}}
+    final = {**cost, **{k: result[k] for k in ("map50_95", "map50", *MAP_DETAILS, "epochs_done", "train_s")}}
     tracker.log_metrics(  # the cost is already logged when an epoch was reported; the bookkeeping under trial/
         run_id,
-        {k: result[k] for k in ("map50_95", "map50")}
+        {k: result[k] for k in ("map50_95", "map50", *MAP_DETAILS) if k in result}
         | ({} if cost_logged else cost)
         | {"trial/epochs_done": result["epochs_done"], "trial/train_s": result["train_s"]},
     )
@@ -361,7 +473,12 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
             tracker.log_artifact(run_id, str(path))
     tracker.set_tags(
         run_id,
-        {Tag.STATUS: OK, Tag.LATENCY_DEVICE: result["latency_device"], "weights": result["weights"]},
+        {
+            Tag.STATUS: OK,
+            Tag.LATENCY_DEVICE: result["latency_device"],
+            Tag.SCORED_SPLIT: result["scored_split"],
+            "weights": result["weights"],
+        },
     )
     tracker.finish(run_id)
     tune.report(
@@ -376,12 +493,141 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
 
 
 # ------------------------------------------------------------------------------------------ search
-class RayGridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler without its ``study.stop()``: Ray Tune ends the sweep at ``num_samples``,
-    and ``stop()`` raises outside ``Study.optimize``."""
+def base_point(space: Space) -> dict[str, str] | None:
+    """The unmodified base: every site keeps its layer (its first ``keep`` choice); None when a site
+    has no ``keep`` choice, so the space does not hold the base."""
+    point = {site.name: site.default for site in space.sites}
+    return point if all(point.values()) else None
 
-    def after_trial(self, study, trial, state, values) -> None:
-        return None
+
+def ablation_points(space: Space) -> list[dict[str, str]]:
+    """The base, then every single change from it: each site with each of its other choices, alone.
+
+    Raises:
+        ValueError: the space has a site without a ``keep`` choice (no base to ablate from).
+    """
+    base = base_point(space)
+    if base is None:
+        missing = [site.name for site in space.sites if site.default is None]
+        raise ValueError(f"space {space.name}: no ablation without the base; sites without keep: {missing}")
+    return [base] + [
+        {**base, site.name: choice.name}
+        for site in space.sites
+        for choice in site.choices
+        if choice.name != base[site.name]
+    ]
+
+
+def sweep_points(space: Space, sampler: str, samples: int | None = None) -> list[dict[str, str]]:
+    """The points a sweep trains first, in order: the base and the space's references, then, for the
+    fixed samplers, the rest of their list (``grid``: every point, up to ``samples``; ``ablation``:
+    every single change from the base). Each point once."""
+    import itertools
+
+    base = base_point(space)
+    points = [base] if base is not None else []
+    points += [validate_params(space, dict(r.params)) for r in space.references]
+    if sampler == "grid":
+        names = [s.name for s in space.sites]
+        grid = itertools.product(*[[c.name for c in s.choices] for s in space.sites])
+        points += [dict(zip(names, combo, strict=True)) for combo in grid]
+    elif sampler == "ablation":
+        points += ablation_points(space)
+    unique = list({tuple(p.items()): p for p in points}.values())  # first occurrence wins, order kept
+    return unique[:samples] if sampler == "grid" and samples else unique
+
+
+def seeds_of(point: dict[str, str] | None, space: Space, repeats: int) -> int:
+    """Seeds an architecture is trained with: ``repeats``, and at least 2 for the base (every sweep
+    measures its own noise floor)."""
+    return max(repeats, 2) if point is not None and point == base_point(space) else repeats
+
+
+def sweep_plan(config: SweepConfig) -> tuple[list[dict[str, str]], list[int], int]:
+    """The leading points (references first), their seed counts, and the sweep's number of Ray trials.
+
+    With a sampler that searches (tpe, nsga2, random), ``samples`` architectures are sampled after the
+    references, which do not count toward it unless ``count_references``.
+    """
+    points = sweep_points(config.space, config.sampler, config.samples)
+    seeds = [seeds_of(p, config.space, config.repeats) for p in points]
+    sampled = 0
+    if config.sampler not in FIXED_SAMPLERS:
+        sampled = max(0, config.samples - (len(points) if config.count_references else 0))
+    return points, seeds, sum(seeds) + sampled * config.repeats
+
+
+class Seeds(Searcher):
+    """Each architecture the wrapped searcher suggests becomes one Ray trial per seed; the searcher is
+    told the mean over the seeds, once per architecture.
+
+    Trial configs gain ``seed`` (``first_seed + k`` for the k-th seed) and ``seeds`` (how many the
+    architecture has). The first ``len(leading)`` suggestions get ``leading[i]`` seeds, the others
+    ``repeats``. Seeds of one architecture are ordinary trials: they run at once when there are
+    resources. An architecture whose seeds all failed is reported as failed; one with no finished seed
+    (a scheduler stopped them) as stopped.
+    """
+
+    def __init__(self, searcher: Searcher, *, repeats: int, leading: list[int], first_seed: int = 0):
+        self.searcher, self.repeats, self.leading, self.first_seed = (
+            searcher,
+            repeats,
+            list(leading),
+            first_seed,
+        )
+        self.groups: list[dict] = []  # {"id": the searcher's trial id, "config", "n", "trials": {id: result}}
+        self.group_of: dict[str, int] = {}
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
+
+    def suggest(self, trial_id: str):
+        group = self.groups[-1] if self.groups else None
+        if group is None or len(group["trials"]) >= group["n"]:
+            config = self.searcher.suggest(trial_id)
+            if config is None or config == Searcher.FINISHED:
+                return config
+            k = len(self.groups)
+            n = self.leading[k] if k < len(self.leading) else self.repeats
+            group = {"id": trial_id, "config": dict(config), "n": n, "trials": {}}
+            self.groups.append(group)
+        index = len(group["trials"])
+        group["trials"][trial_id] = None
+        self.group_of[trial_id] = len(self.groups) - 1
+        return {**group["config"], "seed": self.first_seed + index, "seeds": group["n"]}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self.group_of:
+            return
+        group = self.groups[self.group_of[trial_id]]
+        group["trials"][trial_id] = {"result": result or {}, "error": error}
+        done = [t for t in group["trials"].values() if t is not None]
+        if len(done) < group["n"]:
+            return
+        finals = [t["result"] for t in done if not t["error"] and t["result"].get("final")]
+        if finals:
+            metrics = (
+                self.searcher.metric if isinstance(self.searcher.metric, list) else [self.searcher.metric]
+            )
+            mean = {m: statistics.fmean(r[m] for r in finals) for m in metrics}
+            self.searcher.on_trial_complete(group["id"], result={**finals[0], **mean})
+        elif any(t["error"] for t in done):
+            self.searcher.on_trial_complete(group["id"], error=True)
+        else:
+            self.searcher.on_trial_complete(group["id"], result=done[-1]["result"])
+
+    def get_state(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "searcher"}
+
+    def set_state(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        self.searcher.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.searcher.restore(checkpoint_path)
 
 
 class TruthfulOptunaSearch(OptunaSearch):
@@ -417,12 +663,16 @@ class TruthfulOptunaSearch(OptunaSearch):
 
 
 def make_searcher(config: SweepConfig, error_for: Callable[[str], str | None]):
-    """Ray Tune's OptunaSearch in multi-objective form with the chosen Optuna sampler."""
+    """Ray Tune's OptunaSearch in multi-objective form with the chosen Optuna sampler, the sweep's
+    leading points enqueued first (see :func:`sweep_plan`), each architecture repeated over its seeds.
+
+    ``grid`` and ``ablation`` enqueue their whole list: the sampler is never asked for a point.
+    """
     from optuna.distributions import CategoricalDistribution
     from ray.tune.search import ConcurrencyLimiter
 
     space = config.space
-    grid = {s.name: [c.name for c in s.choices] for s in space.sites}
+    choices = {s.name: [c.name for c in s.choices] for s in space.sites}
     seed = config.seed
     samplers = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
@@ -430,59 +680,147 @@ def make_searcher(config: SweepConfig, error_for: Callable[[str], str | None]):
             seed=seed, population_size=max(4, min(20, config.samples // 2))
         ),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "grid": lambda: RayGridSampler(grid, seed=seed),
     }
+    points, leading, _ = sweep_plan(config)
     searcher = TruthfulOptunaSearch(
-        space={name: CategoricalDistribution(choices) for name, choices in grid.items()},
+        space={name: CategoricalDistribution(names) for name, names in choices.items()},
         metric=[o.metric for o in space.objectives],
         mode=["max" if o.direction == "maximize" else "min" for o in space.objectives],
-        sampler=samplers[config.sampler](),
+        sampler=samplers.get(config.sampler, samplers["random"])(),
         seed=seed,
+        points_to_evaluate=points,
         error_for=error_for,
     )
-    return ConcurrencyLimiter(searcher, max_concurrent=config.max_concurrent)
+    seeds = Seeds(searcher, repeats=config.repeats, leading=leading, first_seed=seed)
+    return ConcurrencyLimiter(seeds, max_concurrent=config.max_concurrent)
 
 
 # ------------------------------------------------------------------------------------- frontier
+def seed_rows(tracker: SweepTracker, parent_id: str, space: Space) -> list[dict]:
+    """A sweep's trained seeds, one row each, in the order they ended (reused results excluded)."""
+    return records.trial_rows(tracker.trials(parent_id), [s.name for s in space.sites])
+
+
 def trial_rows(tracker: SweepTracker, parent_id: str, space: Space) -> list[dict]:
-    """Finished full-budget trials of a sweep, in the order they ended (reused results excluded)."""
-    return records.trial_rows(tracker.children(parent_id), [s.name for s in space.sites])
+    """A sweep's architectures with at least one trained seed, one row each (means over the seeds;
+    see :func:`search.records.architecture_rows`), in the order they first finished."""
+    rows = records.architecture_rows(seed_rows(tracker, parent_id, space))
+    marks = {a.info.run_id: a.data.tags.get(Tag.REFERENCE, "") for a in tracker.architectures(parent_id)}
+    return [
+        {**r, "run_id": r["arch_run_id"] or r["run_id"], "label": marks.get(r["arch_run_id"]) or r["label"]}
+        for r in rows
+    ]
+
+
+def noise_of(rows: list[dict], space: Space) -> dict[str, tuple[float, int]]:
+    """The sweep's noise floor for its objectives and mAPs (see :func:`search.stats.noise_floor`)."""
+    from .stats import noise_floor
+
+    metrics = [o.metric for o in space.objectives] + ["map50_95", "map50", "latency_ms", "latency_ratio"]
+    return noise_floor(rows, dict.fromkeys(metrics))
 
 
 def reference_hashes(space: Space, budget: Budget, nc: int) -> dict[str, str]:
-    """The architecture hash of each reference the space names, under this budget and class count."""
+    """The architecture hash of the base and of each reference the space names, under this budget and
+    class count: ``{hash: "base" or the reference's name}``."""
     from .materialize import arch_hash, materialize
     from .trial import with_classes
 
-    return {
-        arch_hash(with_classes(materialize(space, dict(r.params), budget=budget)[0], nc)): r.name
-        for r in space.references
-    }
+    def hash_of(params: dict) -> str:
+        return arch_hash(with_classes(materialize(space, params, budget=budget)[0], nc))
+
+    base = base_point(space)
+    marks = {hash_of(base): "base"} if base is not None else {}
+    return {**marks, **{hash_of(validate_params(space, dict(r.params))): r.name for r in space.references}}
+
+
+def base_yaml(space: Space, budget: Budget, nc: int) -> dict | None:
+    """The base's model yaml as the sweep's trials build it (budget, class count); None without a base."""
+    from .materialize import materialize
+    from .trial import with_classes
+
+    base = base_point(space)
+    return with_classes(materialize(space, base, budget=budget)[0], nc) if base is not None else None
+
+
+def remeasure(front: list[dict], space: Space, budget: Budget, nc: int) -> None:
+    """Time each frontier architecture again, one at a time, interleaved with the base, after every trial
+    has ended (nothing trains on this machine now); adds ``latency_final_ms``, ``latency_ratio_final`` and
+    ``latency_final_device`` to the rows. Skipped (with a log line) when the driver cannot reach the
+    device the trials measured on."""
+    import torch
+    from ultralytics.nn.tasks import RTDETRDetectionModel
+
+    from .cost import deploy_form, device_name, latency
+    from .materialize import materialize
+    from .trial import with_classes
+
+    base = base_yaml(space, budget, nc)
+    threads = torch.get_num_threads()
+    try:
+        for row in front:
+            measured = row.get("latency_device") or ""
+            device = torch.device(
+                "cuda:0" if measured.startswith("cuda") and torch.cuda.is_available() else "cpu"
+            )
+            if measured.startswith("cpu:") and measured.endswith(
+                "threads"
+            ):  # as many threads as the trials had
+                torch.set_num_threads(int(measured.rsplit(":", 1)[1].removesuffix("threads")))
+            if measured and device_name(device) != measured:
+                LOGGER.info("frontier latency not re-measured: trials timed on %s, this machine is %s", measured,
+                            device_name(device))  # fmt: skip
+                continue
+            yaml = with_classes(materialize(space, row["params"], budget=budget)[0], nc)
+            model = deploy_form(RTDETRDetectionModel(yaml, verbose=False))
+            reference = deploy_form(RTDETRDetectionModel(base, verbose=False)) if base is not None else None
+            timed = latency(model, budget.imgsz, device, reference=reference)
+            row["latency_final_ms"] = timed["latency_ms"]
+            row["latency_ratio_final"] = timed.get("latency_ratio", math.nan)
+            row["latency_final_device"] = device_name(device)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def finalize(
     tracker: SweepTracker, parent_id: str, space: Space, budget: Budget, nc: int, out_dir: Path
-) -> list[dict]:
-    """Tag the frontier; attach its table, plots and the sweep report to the parent; log hypervolume."""
+) -> tuple[list[dict], dict]:
+    """End every architecture run with its mean and spread; tag the noise-aware frontier; attach its
+    table, plots and the sweep report to the parent; log the hypervolume and the noise floor."""
     from .report import BASE_TEXT, sweep_report, write_report
 
     objectives = list(space.objectives)
+    for run in tracker.architectures(parent_id):  # the sweep is over: every architecture ends
+        update_architecture(tracker, run.info.run_id, space)
     references = reference_hashes(space, budget, nc)  # the points the space names, marked as such
     rows = [
         {**r, "label": references.get(r["arch_hash"], r["label"])}
         for r in trial_rows(tracker, parent_id, space)
     ]
-    front = frontier_table(rows, objectives)
+    noise = noise_of(rows, space)
+    front = frontier_table(rows, objectives, noise)
+    remeasure(front, space, budget, nc)
+    for row in front:
+        if "latency_final_ms" in row:
+            tracker.log_metrics(
+                row["arch_run_id"],
+                {
+                    "latency_final_ms": row["latency_final_ms"],
+                    "latency_ratio_final": row["latency_ratio_final"],
+                },
+            )
     on_front = {r["arch_hash"] for r in front}
-    for run in tracker.children(parent_id):
+    for run in [*tracker.architectures(parent_id), *tracker.trials(parent_id)]:
         if run.data.tags.get(Tag.STATUS) == OK:
             tracker.set_tags(
                 run.info.run_id, {Tag.PARETO: str(run.data.tags.get(Tag.ARCH) in on_front).lower()}
             )
     out_dir.mkdir(parents=True, exist_ok=True)
-    columns = ["trial_id", "arch_hash", *[o.metric for o in objectives], "n_params", "params"]
+    metrics = [o.metric for o in objectives]
+    columns = ["trial_id", "arch_hash", "label", "n_seeds", *metrics, *(f"{m}_ci95" for m in metrics), "n_params",
+               "latency_ratio", "latency_final_ms", "latency_ratio_final"]  # fmt: skip
     with open(out_dir / "pareto.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[*columns, "run_id"], extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=[*columns, "params", "run_id"], extrasaction="ignore")
         writer.writeheader()
         for r in front:
             writer.writerow({**r, "params": " ".join(f"{k}={v}" for k, v in r["params"].items())})
@@ -494,7 +832,7 @@ def finalize(
             out_dir / "frontier.png",
             out_dir / "frontier.html",
             highlight={"base": BASE_TEXT, **{r.name: r.caption for r in space.references}},
-            title=f"{space.name}: {len(rows)} trials, {len(front)} on the frontier",
+            title=f"{space.name}: {len(rows)} architectures, {len(front)} on the frontier",
         )
         artifacts += [out_dir / "frontier.png", out_dir / "frontier.html"]
     curve = None
@@ -511,20 +849,40 @@ def finalize(
         for i, value in enumerate(values, 1):
             if i not in logged:  # a resumed sweep that already logged some steps does not log them twice
                 tracker.log_metrics(parent_id, {"hypervolume": value}, step=i)
-    report = sweep_report(space, budget, rows, front=front, hypervolumes=curve)
+    tracker.log_metrics(parent_id, {f"noise/{m}_std": std for m, (std, _) in noise.items() if std})
+    report = sweep_report(space, budget, rows, front=front, hypervolumes=curve, noise=noise)
     artifacts.append(write_report(out_dir / "report.html", report))
     for path in artifacts:
         tracker.log_artifact(parent_id, str(path))
     tracker.set_tags(parent_id, {"frontier.size": str(len(front)), "trials.finished": str(len(rows))})
-    return front
+    return front, noise
 
 
-def frontier_text(front: list[dict], space: Space) -> str:
-    """The frontier as a text table; one table per latency device when latencies of several are there."""
+def _measured(value):
+    """A table cell's value: None (an empty cell) for a missing or NaN value, e.g. one seed's interval."""
+    return value if isinstance(value, float | int) and math.isfinite(value) else None
+
+
+def frontier_text(front: list[dict], space: Space, noise: dict | None = None, *, notes: bool = True) -> str:
+    """The frontier as a text table (means over seeds, with their 95 % intervals), one table per
+    latency device when latencies of several are there, and what the noise leaves undecided (the
+    noise floor only, when ``notes`` is False: rows that are not a frontier)."""
+    from .frontier import frontier_notes
+
     if not front:
         return "no finished trial: the frontier is empty"
-    cols = ["trial_id", *[o.metric for o in space.objectives], "n_params", "arch_hash", "choices"]
-    groups = comparable_groups(front, list(space.objectives))
+    objectives = list(space.objectives)
+    cols = ["trial_id", "label", "n_seeds"]
+    for o in objectives:
+        cols += [o.metric] + ([f"{o.metric} ±95%"] if o.metric not in EXACT_METRICS else [])
+
+    def shown(key: str) -> bool:  # a column for a measured value some row has
+        return any(isinstance(r.get(key), float | int) and math.isfinite(r[key]) for r in front)
+
+    cols += ["latency_ratio", "latency_ratio ±95%"] if shown("latency_ratio") else []
+    cols += ["latency_final_ms", "latency_ratio_final"] if shown("latency_final_ms") else []
+    cols += ["n_params", "arch_hash", "choices"]
+    groups = comparable_groups(front, objectives)
     parts = []
     if len(groups) > 1:
         parts.append(
@@ -532,10 +890,22 @@ def frontier_text(front: list[dict], space: Space) -> str:
             "one frontier per device"
         )
     for device, rows in groups.items():
-        shown = [{**r, "choices": records.choices_text(r["params"])} for r in rows]
+        shown = [
+            {
+                **r,
+                "choices": records.choices_text(r["params"]),
+                **{
+                    f"{m} ±95%": _measured(r.get(f"{m}_ci95"))
+                    for m in [*(o.metric for o in objectives), "latency_ratio"]
+                },
+            }
+            for r in rows
+        ]
         if len(groups) > 1:
             parts.append(f"latency device {device}:")
         parts.append(format_table(shown, cols))
+        if noise is not None:
+            parts.extend(frontier_notes(rows, objectives, noise)[: None if notes else 2])
     return "\n".join(parts)
 
 
@@ -566,7 +936,7 @@ class Progress(Callback):
         self.stream = stream  # None: sys.stdout when writing (Ray pickles callbacks with the Tuner)
         self.last: dict[str, tuple[float, int]] = {}  # trial id -> (time of its last result, epoch)
         self.epoch_s: list[float] = []
-        self.rows: dict[str, dict] = {}  # finished trials' final results
+        self.rows: dict[tuple, dict] = {}  # finished seeds' final results, by (architecture, seed)
         self.in_place = False
 
     def _emit(self, line: str, *, transient: bool = False) -> None:
@@ -580,7 +950,9 @@ class Progress(Callback):
         self.say(line)
 
     def _frontier(self) -> str:
-        rows = list(self.rows.values())
+        rows = records.architecture_rows(
+            [{**r, "arch_hash": arch, "seed": seed} for (arch, seed), r in self.rows.items()]
+        )
         if not rows:
             return ""
         front = frontier_table(rows, self.objectives)
@@ -588,7 +960,7 @@ class Progress(Callback):
             hv = f", hypervolume {hypervolume_curve(rows, self.objectives)[1][-1]:.4g}"
         except ValueError:
             hv = ""
-        return f" | frontier {len(front)} of {len(rows)}{hv}"
+        return f" | frontier {len(front)} of {len(rows)} architectures{hv}"
 
     def _counts(self, trials, trial=None, now: str = "") -> tuple[int, int, int]:
         # Ray calls back before it updates the trial's own status: count it as it is about to be.
@@ -618,8 +990,10 @@ class Progress(Callback):
 
     @staticmethod
     def _choices(trial) -> str:
-        config = trial.config or {}
-        return records.choices_text(config or {})
+        config = dict(trial.config or {})
+        seed = config.pop("seed", None)
+        config.pop("seeds", None)
+        return records.choices_text(config) + (f" seed {seed}" if seed is not None else "")
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.last.setdefault(trial.trial_id, (time.monotonic(), 0))
@@ -646,7 +1020,8 @@ class Progress(Callback):
         self.last.pop(trial.trial_id, None)
         result = trial.last_result or {}
         if result.get("final"):
-            self.rows[result.get("arch_hash") or trial.trial_id] = result  # a reused result counts once
+            seed = (trial.config or {}).get("seed", 0)
+            self.rows[(result.get("arch_hash") or trial.trial_id, seed)] = result  # a reused one counts once
         self._line(trials, f"finished {trial.trial_id}", trial, "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -667,7 +1042,7 @@ class TrialRecord:
     def run(self, trial_id: str):
         tracker = SweepTracker(self.tracking_uri, self.experiment)
         return tracker, next(
-            (r for r in tracker.children(self.parent_id) if r.data.tags.get(Tag.TRIAL_ID) == trial_id), None
+            (r for r in tracker.trials(self.parent_id) if r.data.tags.get(Tag.TRIAL_ID) == trial_id), None
         )
 
     def __call__(self, trial_id: str) -> str | None:
@@ -683,8 +1058,13 @@ class TrialOutcomes(Callback):
     run: mark it FAILED with status ``lost``, so a trial waiting for that architecture takes it over.
     """
 
-    def __init__(self, record: TrialRecord) -> None:
-        self.record = record
+    def __init__(self, record: TrialRecord, space: Space) -> None:
+        self.record, self.space = record, space
+
+    def _architecture(self, tracker: SweepTracker, run, trial) -> None:
+        arch_run = run.data.tags.get(Tag.PARENT)
+        if arch_run and arch_run != self.record.parent_id:
+            update_architecture(tracker, arch_run, self.space, int((trial.config or {}).get("seeds", 1)))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if (trial.last_result or {}).get("final"):
@@ -693,6 +1073,7 @@ class TrialOutcomes(Callback):
         if run is not None and run.data.tags.get(Tag.STATUS) == TRAINING:
             tracker.set_tags(run.info.run_id, {Tag.STATUS: STOPPED, Tag.STOPPED_EARLY: "true"})
             tracker.finish(run.info.run_id, "FINISHED")
+            self._architecture(tracker, run, trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         tracker, run = self.record.run(trial.trial_id)
@@ -705,6 +1086,7 @@ class TrialOutcomes(Callback):
             error=f"the trial's worker died before the trial recorded an outcome (killed, out of memory or "
             f"its node lost), after {trial.num_failures} tries: {_last_line(trial.error_file)}",
         )
+        self._architecture(tracker, run, trial)
 
 
 def _last_line(error_file: str | None) -> str:
@@ -752,6 +1134,8 @@ def run_sweep(
             "base": space.base,
             "sampler": config.sampler,
             "samples": config.samples,
+            "repeats": config.repeats,
+            "count_references": config.count_references,
             **setup,
             "scheduler": config.scheduler or "none",
             "git_commit": git_commit() or "unknown",
@@ -783,7 +1167,10 @@ def run_sweep(
         seed=config.seed,
         max_latency_ms=config.max_latency_ms,
         max_gflops=config.max_gflops,
+        references=reference_hashes(space, budget, nc),
+        base_yaml=base_yaml(space, budget, nc),
     )
+    points, _, n_trials = sweep_plan(config)
 
     record = TrialRecord(config.tracking_uri, config.experiment, parent_id)
     resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
@@ -796,13 +1183,13 @@ def run_sweep(
             Progress(
                 say,
                 space.objectives,
-                config.samples,
+                n_trials,
                 where,
                 epochs=budget.epochs,
                 concurrent=config.max_concurrent,
                 live=live,
             ),
-            TrialOutcomes(record),
+            TrialOutcomes(record, space),
         ],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=config.max_failures),
@@ -832,24 +1219,30 @@ def run_sweep(
             tune_config=tune.TuneConfig(
                 search_alg=make_searcher(config, record),
                 scheduler=scheduler,
-                num_samples=config.samples,
+                num_samples=n_trials,
                 reuse_actors=False,
             ),
             run_config=run_config,
         )
+    sampled = n_trials - sum(seeds_of(p, space, config.repeats) for p in points)
     say(
-        f"[sweep] {config.name}: {config.samples} trials of space '{space.name}' ({space.size} points), "
-        f"sampler {config.sampler}, budget {config.budget} | {where}"
+        f"[sweep] {config.name}: {n_trials} trials of space '{space.name}' ({space.size} points), sampler "
+        f"{config.sampler}, budget {config.budget}: {len(points)} listed architectures (base and references "
+        f"first){f', {sampled // config.repeats} sampled' if sampled else ''}, {config.repeats} seed(s) each, "
+        f"{'the base ' + str(seeds_of(base_point(space), space, config.repeats)) if base_point(space) else 'no base in this space'}"
+        f" | {where}"
     )
     tuner.fit()
     pause = float(os.environ.get("RTDETR_SEARCH_PAUSE_BEFORE_FRONTIER", "0"))
     if pause:  # fault-injection window for tests: the driver dies after the trials, before the frontier
         say(f"[sweep] trials done; writing the frontier in {pause:g} s")
         time.sleep(pause)
-    front = finalize(tracker, parent_id, space, budget, nc, path / "report")
+    front, noise = finalize(tracker, parent_id, space, budget, nc, path / "report")
     tracker.close_dangling(parent_id)
     tracker.finish(parent_id)
-    say(f"[sweep] frontier of {config.name} ({len(front)} trials):\n{frontier_text(front, space)}")
+    say(
+        f"[sweep] frontier of {config.name} ({len(front)} architectures):\n{frontier_text(front, space, noise)}"
+    )
     for line in mlflow_links(config.tracking_uri, tracker.experiment_id, [r["run_id"] for r in front]):
         say(f"[sweep] {line}")
     return front

@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 # Only `import mlflow`: ruff counts the repo's mlflow/ folder as first-party and would split the group.
 import mlflow
 
-from .records import Tag
+from .records import ROLE_ARCH, ROLE_PARENT, ROLE_TRIAL, Tag
 
 __all__ = [
     "DEFAULT_STORE_DIR",
@@ -391,6 +391,40 @@ class SweepTracker:
         experiment_id = self.client.get_run(parent_id).info.experiment_id
         return self._search(experiment_id, f"tags.`{_PARENT_ID}` = {_quote(parent_id)}")
 
+    def _sweep_runs(self, parent_id: str, role: str) -> list[mlflow.entities.Run]:
+        parent = self.client.get_run(parent_id)
+        name = parent.data.tags.get(_SWEEP_NAME, "")
+        return self._search(
+            parent.info.experiment_id,
+            f"tags.`{_SWEEP_NAME}` = {_quote(name)} AND tags.`{_SWEEP_ROLE}` = {_quote(role)}",
+        )
+
+    def trials(self, parent_id: str) -> list[mlflow.entities.Run]:
+        """Every trial run of the sweep ``parent_id`` (one per Ray trial: a seed of an architecture)."""
+        return self._sweep_runs(parent_id, ROLE_TRIAL)
+
+    def architectures(self, parent_id: str) -> list[mlflow.entities.Run]:
+        """Every architecture run of the sweep ``parent_id`` (its seeds' trial runs sit beneath)."""
+        return self._sweep_runs(parent_id, ROLE_ARCH)
+
+    def create_child(
+        self, parent_id: str, role: str, params: Mapping[str, Any], tags: Mapping[str, Any]
+    ) -> str:
+        """A new run nested under ``parent_id`` with the sweep's name and ``role``; its run id."""
+        parent_run = self.client.get_run(parent_id)
+        clean_tags = _clean_tags(tags)
+        clean_tags.update(
+            {_PARENT_ID: parent_id, _SWEEP_ROLE: role, _SWEEP_NAME: parent_run.data.tags.get(_SWEEP_NAME, "")}
+        )
+        run_name = clean_tags.setdefault(_RUN_NAME, role)
+        run = self.client.create_run(parent_run.info.experiment_id, tags=clean_tags, run_name=run_name)
+        self._log_batch(run.info.run_id, params=_clean_params(params))
+        return run.info.run_id
+
+    def delete(self, run_id: str) -> None:
+        """Delete a run (it leaves the UI and every search)."""
+        self.client.delete_run(run_id)
+
     def runs_for_sweep(self, sweep_name: str) -> list[mlflow.entities.Run]:
         """The parent and all trial runs of a sweep in this experiment, oldest first."""
         return self._search(self.experiment_id, f"tags.`{_SWEEP_NAME}` = {_quote(sweep_name)}")
@@ -435,7 +469,7 @@ class SweepTracker:
         clean_params = _clean_params(params)
         commit = git_commit()
         clean_tags = _clean_tags({**({_GIT_COMMIT: commit} if commit else {}), **tags})
-        clean_tags.update({_SWEEP_NAME: sweep_name, _SWEEP_ROLE: "parent"})
+        clean_tags.update({_SWEEP_NAME: sweep_name, _SWEEP_ROLE: ROLE_PARENT})
         found = self._search(
             self.experiment_id,
             f"tags.`{_SWEEP_NAME}` = {_quote(sweep_name)} AND tags.`{_SWEEP_ROLE}` = 'parent'",
@@ -482,7 +516,7 @@ class SweepTracker:
             {
                 _PARENT_ID: parent_id,
                 _TRIAL_ID: trial_id,
-                _SWEEP_ROLE: "trial",
+                _SWEEP_ROLE: ROLE_TRIAL,
                 _SWEEP_NAME: parent_run.data.tags.get(_SWEEP_NAME, ""),
             }
         )
@@ -569,8 +603,14 @@ class SweepTracker:
         self.client.set_terminated(run_id, status=status)
 
     def close_dangling(self, parent_id: str) -> list[str]:
-        """Mark every child still RUNNING as KILLED (end of a sweep); returns their run ids."""
-        killed = [r.info.run_id for r in self.children(parent_id) if r.info.status == "RUNNING"]
+        """Mark every run of the sweep (but its parent) still RUNNING as KILLED (end of a sweep); returns their ids."""
+        name = self.client.get_run(parent_id).data.tags.get(_SWEEP_NAME, "")
+        runs = {r.info.run_id: r for r in [*self.children(parent_id), *self.runs_for_sweep(name)]}
+        killed = [
+            run_id
+            for run_id, r in runs.items()
+            if r.info.status == "RUNNING" and r.data.tags.get(_SWEEP_ROLE) != ROLE_PARENT
+        ]
         for run_id in killed:
             self.client.set_terminated(run_id, status="KILLED")
         if killed:

@@ -58,6 +58,11 @@ class TrialSpec:
     max_latency_ms: float | None = None
     max_gflops: float | None = None
     train_args: dict = field(default_factory=dict)  # any other Ultralytics train() argument
+    fresh_cost: bool = False  # measure latency anew even when it is cached (each seed of a sweep: its spread)
+    reference_yaml: dict | None = (
+        None  # the base's model yaml: latency is timed interleaved with it (a ratio)
+    )
+    map_evaluator: str = "coco"  # what map50_95 and map50 are: COCO's protocol or Ultralytics' (both logged)
     # The caller's search.materialize.arch_hash of model_yaml, when model_yaml is already built for the
     # dataset's classes (a sweep has both); None: the trial sets the class count and hashes it itself.
     arch_hash: str | None = None
@@ -166,22 +171,43 @@ def epochs_in(checkpoint: Path, model) -> int:
     return int(safe_checkpoint(checkpoint, model).get("epoch", -1)) + 1
 
 
-def _validate(weights: Path, train_args: dict) -> dict:
-    """Ultralytics' validation of a checkpoint on the dataset's val split, as a metrics dict.
+def _validate(weights: Path, train_args: dict, split: str = "val") -> dict:
+    """Ultralytics' validation of a checkpoint on one split of the dataset, as a metrics dict.
 
     Like the trainer's own final validation: twice the training batch.
     """
+    return _validation(weights, train_args, split)[0]
+
+
+def _validation(
+    weights: Path, train_args: dict, split: str, save_json: bool = False
+) -> tuple[dict, list[dict]]:
+    """:func:`_validate`, and with ``save_json`` the predictions in COCO's json form (``image_id`` = stem)."""
     from ultralytics import RTDETR
 
     keys = ("data", "imgsz", "device", "workers", "project")
+    name = f"{split}-predictions" if save_json else split
     metrics = RTDETR(str(weights)).val(
         **{k: train_args[k] for k in keys},
         batch=train_args["batch"] * 2,
-        name="val",
+        split=split,
+        name=name,
         exist_ok=True,
         plots=False,
+        verbose=False,
+        save_json=save_json,
     )
-    return dict(metrics.results_dict)
+    predictions = Path(train_args["project"]) / name / "predictions.json"  # none written without a detection
+    return dict(metrics.results_dict), json.loads(
+        predictions.read_text()
+    ) if save_json and predictions.exists() else []
+
+
+def has_test_split(data: str) -> bool:
+    """Whether a dataset yaml names a held-out ``test`` split."""
+    import yaml
+
+    return bool((yaml.safe_load(Path(data).read_text()) or {}).get("test"))
 
 
 def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path | None = None) -> dict:
@@ -227,7 +253,19 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
         model = RTDETR(str(yaml_path))
         if spec.weights:
             result.update(_warm_start(model, spec.weights))
-        cost = measure_cost(model.model, h, latency_imgsz=latency_imgsz, device=torch_device(device))
+        reference = None
+        if spec.reference_yaml is not None:
+            from ultralytics.nn.tasks import RTDETRDetectionModel
+
+            reference = RTDETRDetectionModel(with_classes(spec.reference_yaml, len(names)), verbose=False)
+        cost = measure_cost(
+            model.model,
+            h,
+            latency_imgsz=latency_imgsz,
+            device=torch_device(device),
+            use_cache=not spec.fresh_cost,
+            reference=reference,
+        )
     except Exception as exc:  # a model that does not build or cannot be measured is a failed trial
         raise TrialFailed(f"building and measuring the model failed: {type(exc).__name__}: {exc}") from exc
     result.update(cost)
@@ -263,9 +301,12 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
                 f"training diverged at epoch {trainer.epoch + 1}: loss is {losses or 'missing'}"
             )
         state["epochs_done"] = trainer.epoch + 1
-        epoch_metrics = {
+        epoch_map = float(metrics.get(MAP_KEY, float("nan")))
+        epoch_metrics = {  # per epoch every mAP is Ultralytics' on val: what a scheduler ranks trials by
             "epoch": trainer.epoch + 1,
-            "map50_95": float(metrics.get(MAP_KEY, float("nan"))),
+            "map50_95": epoch_map,
+            "map50_95_coco": epoch_map,
+            "map50_95_ultralytics": epoch_map,
             "map50": float(metrics.get(MAP50_KEY, float("nan"))),
             **{k: float(v) for k, v in losses.items()},
             **{k: float(v) for k, v in metrics.items()},
@@ -335,10 +376,33 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
     final = state["final"]
     if not final or not _finite(final.get(MAP_KEY)):
         raise TrialFailed("training ended without a validation mAP")
+    # best.pt was chosen on val: the reported mAP comes from the held-out test split when there is one, by
+    # Ultralytics' validator and by the COCO protocol on the same predictions
+    from .coco import coco_map
+
+    result.update(map50_95_val=float(final[MAP_KEY]), map50_val=float(final[MAP50_KEY]))
+    split = "test" if has_test_split(data) else "val"
+    try:
+        final, predictions = _validation(scored, train_args, split, save_json=True)
+        coco = coco_map(predictions, data, split, len(names))
+    except Exception as exc:  # noqa: BLE001 - Ultralytics and the COCO tools raise many kinds
+        raise TrialFailed(
+            f"scoring best.pt on the {split} split failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not _finite(final.get(MAP_KEY)):
+        raise TrialFailed(f"the {split} split gave no mAP")
+    result.update(
+        scored_split=split,
+        map50_95_ultralytics=float(final[MAP_KEY]),
+        map50_ultralytics=float(final[MAP50_KEY]),
+        **coco,
+        map_evaluator=spec.map_evaluator,
+    )
+    chosen = "coco" if spec.map_evaluator == "coco" else "ultralytics"
     result.update(
         status="ok",
-        map50_95=float(final[MAP_KEY]),
-        map50=float(final[MAP50_KEY]),
+        map50_95=result[f"map50_95_{chosen}"],
+        map50=result[f"map50_{chosen}"],
         epochs_done=state["epochs_done"],
         train_s=train_s,
         total_s=time.perf_counter() - started,
@@ -384,6 +448,7 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
     from .space import Budget, load_space, validate_params
 
     budget: Budget | None = None
+    reference_yaml = None
     if args.space:
         space = load_space(args.space)
         try:
@@ -397,6 +462,9 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
             raise ValueError(f"--budget {name!r}: space {space.name} has budgets {', '.join(space.budgets)}")
         budget = space.budgets[name]
         model_yaml, _ = materialize(space, validate_params(space, params), budget=budget)
+        base = {site.name: site.default for site in space.sites}
+        if all(base.values()):  # latency is timed against the base's, interleaved
+            reference_yaml = materialize(space, base, budget=budget)[0]
     else:
         path = Path(args.model_yaml)
         if not path.is_file():
@@ -432,6 +500,8 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
         max_latency_ms=getattr(constraints, "max_latency_ms", None),
         max_gflops=getattr(constraints, "max_gflops", None),
         train_args=dict(budget.train) if budget is not None else {},
+        reference_yaml=reference_yaml,
+        map_evaluator=space.map_evaluator if args.space else "coco",
         **pick,
     )
 

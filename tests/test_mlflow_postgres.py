@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "rtdetr-ghost-search"
 SWEEP = "pg-sweep"
 SAMPLES = 2
+TRIALS = 3  # the base is trained with 2 seeds
 TINY = ["--epochs", "1", "--imgsz", "64", "--batch", "8", "--fraction", "0.25"]
 OBJECTIVES = ("map50_95", "latency_ms", "gflops")
 PARENT_ARTIFACTS = {"frontier.png", "frontier.html", "pareto.csv", "report.html"}
@@ -158,8 +159,11 @@ def test_a_sweep_logs_to_the_server_on_postgresql(tmp_path: Path) -> None:
         parents = [r for r in everything if "mlflow.parentRunId" not in r.data.tags]
         assert len(parents) == 1, "one parent run per sweep"
         parent = parents[0]
-        children = [r for r in everything if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-        assert len(children) == SAMPLES == len(everything) - 1
+        archs = [r for r in everything if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert len(archs) == SAMPLES  # the base and the hand-made reference
+        children = [r for r in everything if r.data.tags.get("sweep.role") == "trial"]
+        assert len(children) == TRIALS == len(everything) - 1 - SAMPLES  # the base's 2 seeds and one
+        assert {c.data.tags["mlflow.parentRunId"] for c in children} == {a.info.run_id for a in archs}
         assert parent.info.status == "FINISHED"
         assert parent.data.params["sampler"] == "grid"
         for child in children:
@@ -181,4 +185,4 @@ def test_a_sweep_logs_to_the_server_on_postgresql(tmp_path: Path) -> None:
         # And the runs really live in PostgreSQL, not in some fallback store.
         with psycopg.connect(db_uri) as conn:
             rows = conn.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
-        assert dict(rows) == {"FINISHED": 1 + SAMPLES}
+        assert dict(rows) == {"FINISHED": 1 + SAMPLES + TRIALS}

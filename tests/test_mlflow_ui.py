@@ -218,8 +218,9 @@ def test_the_ui_shows_the_sweep(tmp_path: Path) -> None:
         parents = [r for r in everything if "mlflow.parentRunId" not in r.data.tags]
         assert len(parents) == 1, "one parent run per sweep"
         parent = parents[0]
+        # one run per architecture under the sweep (its seeds' runs nest under it in turn)
         children = [r for r in everything if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-        assert len(children) == SAMPLES
+        assert len(children) == SAMPLES and all(c.data.tags["sweep.role"] == "architecture" for c in children)
 
         with chromium(tmp_path) as driver:
             try:
@@ -245,13 +246,15 @@ def _check_runs_table(driver, url: str, exp_id: str, parent, children, shots: Pa
     assert SWEEP in _cell(driver, parent_id, "attributes.`Run Name`").text
 
     _set_columns(driver, show=(*SITES, *OBJECTIVES), hide=HIDDEN_ATTRIBUTES)
-    # Trial runs are nested under the parent: expand it with the button in its name cell.
+    # Architecture runs are nested under the parent: expand it with the button in its name cell.
     _cell(driver, parent_id, "attributes.`Run Name`").find_element(By.TAG_NAME, "button").click()
 
     for child in children:
         run_id = child.info.run_id
-        name = _wait(driver, lambda d, r=run_id: _cell(d, r, "attributes.`Run Name`"), f"trial row {run_id}")
-        assert child.data.tags["trial.id"] in name.text
+        name = _wait(
+            driver, lambda d, r=run_id: _cell(d, r, "attributes.`Run Name`"), f"architecture row {run_id}"
+        )
+        assert child.info.run_name in name.text  # "unmodified base", "stage3 ori (hand)"
         for site in SITES:  # the choices, as the user reads them
             choice = _wait(
                 driver, lambda d, r=run_id, c=f"params.`{site}`": _cell(d, r, c), f"{site} of {run_id}"
@@ -262,9 +265,9 @@ def _check_runs_table(driver, url: str, exp_id: str, parent, children, shots: Pa
             (value,) = _wait(
                 driver,
                 lambda d, r=run_id, c=col: _cell_number(d, r, c),
-                f"{metric} of trial {run_id} as a number",
+                f"{metric} of architecture {run_id} as a number",
             )
-            # The number shown is the one stored (the table prints it in full; only the view truncates).
+            # The number shown is the one stored, the mean over the seeds (the table prints it in full).
             assert value == pytest.approx(child.data.metrics[metric], rel=1e-3), metric
     time.sleep(1)  # let the expanded rows and the header settle before the picture
     _screenshot(driver, shots, "runs-table.png")

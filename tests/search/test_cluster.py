@@ -53,7 +53,10 @@ def child_runs(tmp: Path) -> list[mlflow.entities.Run]:
     exp = client.get_experiment_by_name("rtdetr-ghost-search")
     if exp is None:
         return []
-    return [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    runs = client.search_runs([exp.experiment_id])
+    return sorted(
+        (r for r in runs if r.data.tags.get("sweep.role") == "trial"), key=lambda r: r.info.start_time
+    )
 
 
 @pytest.fixture
@@ -76,7 +79,7 @@ def test_one_gpu_per_trial_on_a_two_node_cluster(tmp_path, make_cluster):
     ray.init(address=cluster.address)
     run_sweep(config(tmp_path), say=lambda line: None)
     kids = child_runs(tmp_path)
-    assert len(kids) == 3 and all(k.info.status == "FINISHED" for k in kids)
+    assert len(kids) == 4 and all(k.info.status == "FINISHED" for k in kids)  # the base's 2 seeds, ori, gate
     slots = {k.info.run_id: (k.data.tags["node"], k.data.tags["gpu_ids"]) for k in kids}
     assert all(gpu != "none" for _, gpu in slots.values()), "every trial was given a GPU"
     assert all(k.data.tags["device"] == "cpu" for k in kids)  # declared GPUs, no CUDA here: trials run on CPU
@@ -87,6 +90,9 @@ def test_one_gpu_per_trial_on_a_two_node_cluster(tmp_path, make_cluster):
     for start, _, _ in spans:  # never more than the two declared GPUs busy at once
         assert sum(s <= start < e for s, e, _ in spans) <= 2
     assert overlapping, "two GPUs: two trials ran at the same time"
+    base = [k for k in kids if k.data.params["stage3"] == "keep"]
+    assert len(base) == 2 and base[0].info.start_time < base[1].info.end_time  # the seeds ran side by side
+    assert slots[base[0].info.run_id] != slots[base[1].info.run_id]  # one GPU each
 
 
 def test_a_node_lost_mid_trial_is_retried_elsewhere_and_the_sweep_completes(tmp_path, make_cluster):
@@ -109,12 +115,15 @@ def test_a_node_lost_mid_trial_is_retried_elsewhere_and_the_sweep_completes(tmp_
     while not list((tmp_path / "ray" / "cluster").glob("sweep_trial_*/checkpoint_*")):
         assert thread.is_alive() and time.time() < deadline, errors
         time.sleep(1)
-    lost = child_runs(tmp_path)[0].data.tags["node"]
+    first = child_runs(tmp_path)[0]  # the base's first seed (one GPU: its second seed waits)
+    lost = first.data.tags["node"]
     cluster.remove_node(worker)  # the node dies with the trial on it
     cluster.add_node(num_cpus=1, num_gpus=1)  # a replacement joins
     thread.join(timeout=900)
     assert not thread.is_alive() and not errors, errors
-    (run,) = child_runs(tmp_path)
+    runs = {r.info.run_id: r for r in child_runs(tmp_path)}
+    assert len(runs) == 2 and all(r.data.tags["trial.status"] == "ok" for r in runs.values())
+    run = runs[first.info.run_id]
     assert run.info.status == "FINISHED" and run.data.tags["trial.status"] == "ok"
     assert run.data.tags["node"] != lost, "retried on another node"
     assert int(run.data.tags["resumed_from_epoch"]) >= 1 and run.data.metrics["trial/epochs_done"] == 3
@@ -154,7 +163,7 @@ def test_sweep_against_a_ray_head_started_as_a_separate_process(tmp_path):
         )  # fmt: skip
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-4000:]
         kids = child_runs(tmp_path)
-        assert len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids)
+        assert len(kids) == 3 and all(k.info.status == "FINISHED" for k in kids)  # the base's 2 seeds, ori
     finally:  # stop this head only (`ray stop` would stop every Ray on the machine)
         os.killpg(head.pid, signal.SIGTERM)
         try:

@@ -17,7 +17,7 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 from search import data as sd  # noqa: E402
 from search.data import CLASS_NAMES, DataError, builtin_dataset, check_dataset  # noqa: E402
 
-SMALL = {"n_train": 6, "n_val": 3, "imgsz": 96}
+SMALL = {"n_train": 6, "n_val": 3, "n_test": 2, "imgsz": 96}
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +33,10 @@ def test_layout_and_yaml(shapes: Path) -> None:
     root = shapes.parent
     meta = yaml.safe_load(shapes.read_text())
     assert meta["path"] == str(root) and Path(meta["path"]).is_absolute()
-    assert meta["train"] == "images/train" and meta["val"] == "images/val"
+    assert meta["train"] == "images/train" and meta["val"] == "images/val" and meta["test"] == "images/test"
     assert meta["names"] == dict(enumerate(CLASS_NAMES))
     assert (root / ".complete").is_file()
-    for split, n in (("train", SMALL["n_train"]), ("val", SMALL["n_val"])):
+    for split, n in (("train", SMALL["n_train"]), ("val", SMALL["n_val"]), ("test", SMALL["n_test"])):
         images = sorted((root / "images" / split).glob("*.png"))
         labels = sorted((root / "labels" / split).glob("*.txt"))
         assert len(images) == len(labels) == n
@@ -93,14 +93,14 @@ def test_deterministic(tmp_path: Path) -> None:
 
 
 def test_folder_name_from_parameters(tmp_path: Path) -> None:
-    p = builtin_dataset(tmp_path, seed=5, n_train=2, n_val=1, imgsz=64)
+    p = builtin_dataset(tmp_path, seed=5, n_train=2, n_val=1, n_test=1, imgsz=64)
     assert p.parent.parent == tmp_path.resolve()
-    assert "s5" in p.parent.name and p.parent.name.endswith("-2-1-64")
+    assert "s5" in p.parent.name and p.parent.name.endswith("-2-1-1-64")
 
 
 def test_default_root_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RTDETR_SEARCH_CACHE", str(tmp_path))
-    p = builtin_dataset(seed=0, n_train=1, n_val=1, imgsz=64)
+    p = builtin_dataset(seed=0, n_train=1, n_val=1, n_test=1, imgsz=64)
     assert p.parent.parent == (tmp_path / "data").resolve()
 
 
@@ -147,7 +147,7 @@ def test_concurrent_generators(tmp_path: Path) -> None:
 
     def run() -> None:
         try:
-            results.append(builtin_dataset(tmp_path, seed=9, n_train=4, n_val=2, imgsz=64))
+            results.append(builtin_dataset(tmp_path, seed=9, n_train=4, n_val=2, n_test=1, imgsz=64))
         except BaseException as e:  # surfaced below; a thread would swallow it
             errors.append(e)
 
@@ -174,6 +174,19 @@ def test_builtin_passes_check_dataset(shapes: Path) -> None:
     assert out["nc"] == 3 and out["names"] == dict(enumerate(CLASS_NAMES))
     assert out["train"] == str(shapes.parent / "images" / "train")
     assert out["val"] == str(shapes.parent / "images" / "val")
+    assert out["test"] == str(shapes.parent / "images" / "test")
+    # the held-out images are neither the training nor the validation images
+    names = {
+        split: {p.read_bytes() for p in (shapes.parent / "images" / split).glob("*.png")}
+        for split in ("train", "val", "test")
+    }
+    assert not names["test"] & (names["train"] | names["val"])
+
+
+def test_a_test_split_the_yaml_names_must_exist(user_data: Path) -> None:
+    _edit(user_data, test="images/nope")
+    with pytest.raises(DataError, match=r"'test' folder .*nope does not exist"):
+        check_dataset(user_data)
 
 
 def test_ultralytics_accepts_builtin(shapes: Path) -> None:

@@ -97,7 +97,11 @@ def store(tmp_path_factory) -> tuple[Path, str]:
 def frontier(uri: str, sweep: str = "s") -> list:
     runs = SweepTracker(uri, export.EXPERIMENT).runs_for_sweep(sweep)
     front = [
-        r for r in runs if r.data.tags.get("pareto") == "true" and r.data.tags.get("trial.status") == "ok"
+        r
+        for r in runs
+        if r.data.tags.get("pareto") == "true"
+        and r.data.tags.get("trial.status") == "ok"
+        and r.data.tags.get("sweep.role") == "trial"  # a seed of a frontier architecture: it has weights
     ]
     assert front, "the tiny sweep left no frontier"
     return front

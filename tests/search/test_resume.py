@@ -15,7 +15,8 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-SAMPLES = 2
+SAMPLES = 2  # architectures: the base (2 seeds) and the hand-made reference (1 seed)
+TRIALS = 3
 TINY = ["--epochs", "2", "--imgsz", "64", "--batch", "8", "--fraction", "0.25"]
 
 
@@ -38,7 +39,7 @@ def children(tmp: Path) -> list[mlflow.entities.Run]:
     exp = client.get_experiment_by_name("rtdetr-ghost-search")
     if exp is None:
         return []
-    return [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("sweep.role") == "trial"]
 
 
 def kill_driver_when(
@@ -74,14 +75,20 @@ def resume_and_check(tmp: Path) -> list[mlflow.entities.Run]:
     client = mlflow.MlflowClient(tracking_uri=uri(tmp))
     exp = client.get_experiment_by_name("rtdetr-ghost-search")
     runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    parents = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+    kids = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
+    archs = [r for r in runs if r.data.tags.get("sweep.role") == "architecture"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(kids) == SAMPLES, [k.data.tags.get("trial.id") for k in kids]
+    assert len(kids) == TRIALS, [k.data.tags.get("trial.id") for k in kids]
     assert all(k.info.status == "FINISHED" and k.data.tags["trial.status"] == "ok" for k in kids)
-    assert len({k.data.tags["trial.id"] for k in kids}) == SAMPLES
-    trained = [k.data.tags["arch_hash"] for k in kids if "reused_from" not in k.data.tags]
-    assert len(trained) == len(set(trained)), "no architecture trained twice"
+    assert len({k.data.tags["trial.id"] for k in kids}) == TRIALS
+    trained = [
+        (k.data.tags["arch_hash"], k.data.params["seed"]) for k in kids if "reused_from" not in k.data.tags
+    ]
+    assert len(trained) == len(set(trained)), "no seed of an architecture trained twice"
+    # one run per architecture, ended, with the mean over all its seeds (none lost, none counted twice)
+    assert len(archs) == SAMPLES and all(a.info.status == "FINISHED" for a in archs)
+    assert sorted(a.data.metrics["n_seeds"] for a in archs) == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"pareto.csv", "report.html"} <= artifacts
     assert any(k.data.tags.get("pareto") == "true" for k in kids)
@@ -124,6 +131,6 @@ def test_killed_after_the_last_trial_before_the_frontier(tmp_path):
         env={"RTDETR_SEARCH_PAUSE_BEFORE_FRONTIER": "120"},
     )
     before = {k.info.run_id for k in children(tmp_path)}
-    assert len(before) == SAMPLES
+    assert len(before) == TRIALS
     kids = resume_and_check(tmp_path)
     assert {k.info.run_id for k in kids} == before  # the same runs, none repeated

@@ -107,7 +107,15 @@ def test_shipped_space_parses(name):
 def test_shipped_space_sizes():
     assert load_space("modes").size == 3
     placements = load_space("placements")
-    assert 8 <= len(placements.sites) <= 10 and placements.size == 3 ** len(placements.sites)
+    assert 8 <= len(placements.sites) <= 10
+    # every site replaces; the backbone stages and the neck blocks may also insert after the layer
+    inserting = [s for s in placements.sites if any(c.op == "insert" for c in s.choices)]
+    assert {s.layer for s in inserting} == {1, 3, 7, 16, 27}
+    assert placements.size == 3 ** (len(placements.sites) - len(inserting)) * 5 ** len(inserting)
+    assert {c.mode for s in inserting for c in s.choices if c.op == "insert"} == {
+        "ori",
+        "ori_shortcut_mul_conv15",
+    }
     assert load_space("blocks").size == 3 ** len(load_space("blocks").sites)
 
 
@@ -365,7 +373,8 @@ BAD = {
     "objective no trial reports": (
         _set("objectives.1.metric", "latency_p99_ms"),
         "objectives.1.metric",
-        "no trial reports 'latency_p99_ms' (objectives may be map50_95, map50, latency_ms, latency_p90_ms",
+        "no trial reports 'latency_p99_ms' (objectives may be map50_95, map50, map50_95_coco, map50_95_ultralytics, "
+        "latency_ms, latency_p90_ms, latency_ratio",
     ),
     "objective typo": (
         _set("objectives.0.metric", "map5095"),
@@ -373,6 +382,11 @@ BAD = {
         "no trial reports 'map5095'",
     ),
     "unknown objective key": (_set("objectives.0.weight", 1), "objectives.0.weight", "unknown key"),
+    "unknown map evaluator": (
+        _set("map_evaluator", "voc"),
+        "map_evaluator",
+        "expected one of coco, ultralytics",
+    ),
     "unknown constraint": (_set("constraints.max_params", 3), "constraints.max_params", "unknown key"),
     "negative constraint": (_set("constraints.max_gflops", -1), "constraints.max_gflops", "positive number"),
     "unknown base": (_set("base", "rtdetr-q"), "base", "unknown base 'rtdetr-q' (expected rtdetr-l"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from search.frontier import pareto_front
+from tests.search.sweeps import sweep_runs
 
 TINY = ["--epochs", "1", "--imgsz", "64", "--batch", "8", "--fraction", "0.25"]
 METRICS = ("map50_95", "map50", "latency_ms", "gflops", "n_params")
@@ -56,41 +56,48 @@ def uri(tmp: Path) -> str:
     return f"sqlite:///{tmp / 'mlflow.db'}"
 
 
-def runs(tmp: Path) -> tuple[mlflow.entities.Run, list[mlflow.entities.Run], mlflow.MlflowClient]:
-    client = mlflow.MlflowClient(tracking_uri=uri(tmp))
-    exp = client.get_experiment_by_name("rtdetr-ghost-search")
-    everything = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in everything if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1, "one parent run per sweep"
-    children = [r for r in everything if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert len(children) == len(everything) - 1
-    return parents[0], children, client
+def runs(tmp: Path):
+    """``(parent, architectures, trials, client)`` of the sweep in ``tmp``."""
+    return sweep_runs(uri(tmp))
 
 
 @pytest.fixture(scope="module")
 def grid_sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grid")
-    done = sweep(tmp, "--space", "modes", "--sampler", "grid", "--name", "ablation", *TINY)
+    done = sweep(tmp, "--space", "modes", "--sampler", "grid", "--repeats", "2", "--name", "ablation", *TINY)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return tmp, done
 
 
-def test_grid_sweep_records_one_parent_and_a_child_per_trial(grid_sweep):
+def test_grid_sweep_with_seeds_records_an_architecture_run_with_its_seeds_beneath(grid_sweep):
     tmp, done = grid_sweep
-    parent, children, client = runs(tmp)
+    parent, archs, trials, client = runs(tmp)
     assert parent.info.status == "FINISHED"
-    for key in ("space", "sampler", "seed", "budget", "base"):
+    for key in ("space", "sampler", "seed", "budget", "base", "repeats"):
         assert key in parent.data.params
-    assert parent.data.params["sampler"] == "grid"
+    assert parent.data.params["sampler"] == "grid" and parent.data.params["repeats"] == "2"
     assert len(parent.data.tags["mlflow.source.git.commit"]) == 40  # the tests run inside the repo's checkout
     assert parent.data.params["git_commit"] == parent.data.tags["mlflow.source.git.commit"]
-    assert len(children) == 3
-    assert sorted(c.data.params["stage3"] for c in children) == [
-        "gate",
-        "keep",
-        "ori",
-    ]  # the whole ablation table
-    for child in children:
+    # the whole grid, the base and the hand-made reference marked; every architecture with 2 seeds
+    assert sorted(a.data.params["stage3"] for a in archs) == ["gate", "keep", "ori"]
+    assert {a.data.params["stage3"]: a.data.tags.get("reference") for a in archs} == {
+        "keep": "base", "ori": "hand", "gate": None
+    }  # fmt: skip
+    assert len(trials) == 6
+    for arch in archs:
+        assert arch.info.status == "FINISHED" and arch.data.tags["trial.status"] == "ok"
+        assert set(arch.data.params) == {"stage3"}
+        seeds = [t for t in trials if t.data.tags["mlflow.parentRunId"] == arch.info.run_id]
+        assert sorted(t.data.params["seed"] for t in seeds) == ["0", "1"]
+        assert arch.data.metrics["n_seeds"] == 2
+        for key in METRICS:  # the mean over the seeds, its spread and its 95 % interval
+            values = [t.data.metrics[key] for t in seeds]
+            assert arch.data.metrics[key] == pytest.approx(sum(values) / 2)
+            assert arch.data.metrics[f"{key}_std"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+            assert arch.data.metrics[f"{key}_ci95"] == pytest.approx(12.706 * abs(values[0] - values[1]) / 2)
+        # seeds of one architecture train differently: their latencies are measured anew (their spread)
+        assert seeds[0].data.metrics["latency_ms"] != seeds[1].data.metrics["latency_ms"]
+    for child in trials:
         assert child.info.status == "FINISHED"
         assert child.data.tags["trial.status"] == "ok"
         assert len(child.data.tags["arch_hash"]) == 16
@@ -101,25 +108,52 @@ def test_grid_sweep_records_one_parent_and_a_child_per_trial(grid_sweep):
         assert "metrics/mAP50-95_B" in child.data.metrics and "train/giou_loss" in child.data.metrics
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"model.yaml", "results.csv", "trial.json"} <= artifacts
-        # what a user compares runs by, first: the choices as params and name, the objectives before bookkeeping
-        assert set(child.data.params) == {"stage3"}
-        choice, trial_id = child.data.params["stage3"], child.data.tags["trial.id"]
+        # what a user compares runs by, first: the choices and the seed as params and name
+        assert set(child.data.params) == {"stage3", "seed"}
+        choice, trial_id, seed = (
+            child.data.params["stage3"],
+            child.data.tags["trial.id"],
+            child.data.params["seed"],
+        )
         words = "unmodified base" if choice == "keep" else f"stage3 {choice}"
-        assert child.info.run_name == f"{words} [{trial_id}]"
+        assert child.info.run_name == f"{words} seed {seed} [{trial_id}]"
         assert "epoch" not in child.data.metrics and child.data.metrics["trial/epochs_done"] == 1
         assert (
-            min(child.data.metrics) in METRICS
-        )  # MLflow's compare view plots the first name in sorted order
+            json.loads(
+                Path(
+                    client.download_artifacts(child.info.run_id, "trial.json", str(tmp / child.info.run_id))
+                ).read_text()
+            )["status"]
+            == "ok"
+        )
+    # the seed reached the trainer: the two seeds of one architecture did not train the same weights
+    for arch in archs:
+        seeds = [t for t in trials if t.data.tags["mlflow.parentRunId"] == arch.info.run_id]
+        losses = {t.data.metrics["train/giou_loss"] for t in seeds}
+        assert len(losses) == 2
 
 
-def test_frontier_is_tagged_and_attached_to_the_parent(grid_sweep):
+def test_the_noise_aware_frontier_is_tagged_and_attached_to_the_parent(grid_sweep):
     tmp, done = grid_sweep
-    parent, children, client = runs(tmp)
-    points = [[c.data.metrics[m] for m in ("map50_95", "latency_ms", "gflops")] for c in children]
-    expected = {children[i].info.run_id for i in pareto_front(points, ["maximize", "minimize", "minimize"])}
-    tagged = {c.info.run_id for c in children if c.data.tags.get("pareto") == "true"}
+    parent, archs, trials, client = runs(tmp)
+    from search.frontier import Objective, frontier_table
+    from search.stats import noise_floor
+
+    objectives = [
+        Objective("map50_95", "maximize"),
+        Objective("latency_ms", "minimize"),
+        Objective("gflops", "minimize"),
+    ]
+    rows = [{**a.data.metrics, "id": a.info.run_id} for a in archs]
+    noise = noise_floor(rows, ["map50_95", "latency_ms", "gflops"])
+    assert noise["gflops"] == (0.0, 0) and noise["map50_95"][1] == 3  # 3 architectures x (2 - 1) seeds
+    expected = {r["id"] for r in frontier_table(rows, objectives, noise)}
+    tagged = {a.info.run_id for a in archs if a.data.tags.get("pareto") == "true"}
     assert tagged == expected and tagged
-    assert all(c.data.tags.get("pareto") in ("true", "false") for c in children)
+    assert all(a.data.tags.get("pareto") in ("true", "false") for a in archs)
+    for t in trials:  # a seed carries its architecture's mark (the export picks frontier seeds by it)
+        assert t.data.tags["pareto"] == ("true" if t.data.tags["mlflow.parentRunId"] in tagged else "false")
+    assert parent.data.metrics["noise/map50_95_std"] == pytest.approx(noise["map50_95"][0])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"pareto.csv", "frontier.png", "frontier.html", "report.html", "space.yaml"} <= artifacts
     # the space as its trials were built and trained: the resolved budget, and it loads as a space again
@@ -139,7 +173,6 @@ def test_frontier_is_tagged_and_attached_to_the_parent(grid_sweep):
     report = Path(client.download_artifacts(parent.info.run_id, "report.html", str(tmp))).read_text()
     # the modes grid trains both marked points: the report finds them among its trials and marks them
     from search.report import BASE_TEXT
-    from search.space import load_space
 
     HAND_TEXT = load_space("modes").references[0].caption  # noqa: N806
 
@@ -151,26 +184,37 @@ def test_frontier_is_tagged_and_attached_to_the_parent(grid_sweep):
     labels = {cells[-2][0]: cells[1][0] for cells in Tables(report).find(id="trials")}
     assert labels == {"(base)": "base", "stage3=ori": "hand", "stage3=gate": ""}
     assert report.count('class="hl" fill="#e6b800"') == 2 and report.count('class="hl" fill="#2ca02c"') == 2
-    for child in children:  # the objectives are the final validation's, logged once
+    # the ablation table: each single change against the base, with its interval and a verdict
+    ablation = Tables(report).find(id="ablation")
+    assert [cells[0][0] for cells in ablation] == ["stage3=ori (hand)", "stage3=gate"]
+    for cells in ablation:
+        assert cells[1][0] == "2 vs 2"  # seeds; two are too few to pair (see search.stats.PAIRED_MIN)
+        assert re.fullmatch(r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", cells[2][0])
+        assert cells[3][0] in ("no: within noise", "yes: better", "yes: worse")
+    assert 'id="noise-notes"' in report and "noise floor" in report
+    for child in trials:  # the objectives are the final validation's, logged once
         assert len(client.get_metric_history(child.info.run_id, "map50_95")) == 1
     csv_text = Path(client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp))).read_text()
     assert len(csv_text.strip().splitlines()) == 1 + len(expected)
     history = client.get_metric_history(parent.info.run_id, "hypervolume")
-    assert [m.step for m in history] == [1, 2, 3]
+    assert [m.step for m in history] == [1, 2, 3]  # one step per architecture
     assert all(a.value <= b.value for a, b in zip(history, history[1:], strict=False))  # never decreases
     # the terminal shows progress lines and the frontier table, not Ray's status table
     assert "[sweep] frontier of ablation" in done.stdout and "pending" in done.stdout
     assert "Trial status:" not in done.stdout
+    # the base first, with 2 seeds: the first two trials started are its seeds
+    started = re.findall(r"\[sweep\] started \w+ (.+?) \|", done.stdout)
+    assert started[:2] == ["(base) seed 0", "(base) seed 1"] and len(started) == 6
     # each running trial's progress per epoch, the frontier's size and hypervolume, a link to the frontier's runs
-    assert re.search(r"\[sweep\] \w+ stage3=(ori|gate): epoch 1/1, map50_95 [0-9.e-]+", done.stdout)
-    assert re.search(r"\| frontier [1-3] of [1-3], hypervolume [0-9.e-]+", done.stdout)
-    front_ids = {c.info.run_id for c in children if c.data.tags.get("pareto") == "true"}
+    assert re.search(r"\[sweep\] \w+ stage3=(ori|gate) seed [01]: epoch 1/1, map50_95 [0-9.e-]+", done.stdout)
+    assert re.search(r"\| frontier [1-3] of [1-3] architectures, hypervolume [0-9.e-]+", done.stdout)
+    assert "noise floor, the seed std pooled" in done.stdout
     assert re.search(
         r"the sweep's runs: http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?workflowType=machine_learning",
         done.stdout,
     )
     link = re.search(r"/#/compare-runs\?runs=(\S+?)&experiments=", done.stdout)
-    assert link and set(json.loads(urllib.parse.unquote_plus(link.group(1)))) == front_ids
+    assert link and set(json.loads(urllib.parse.unquote_plus(link.group(1)))) == tagged
     for ray_banner in ("Configuration for experiment", "TensorBoard", "View detailed results here"):
         assert ray_banner not in done.stdout + done.stderr
 
@@ -182,26 +226,40 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on_without_training_an_a
         tmp_path, "--space", str(space), "--sampler", "random", "--samples", "6", "--seed", "3", *TINY
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    parent, children, client = runs(tmp_path)
-    assert len(children) == 6 and parent.info.status == "FINISHED"
-    assert not [c for c in children if c.info.status == "RUNNING"]
+    parent, archs, children, client = runs(tmp_path)
+    assert len(children) == 2 + 6 and parent.info.status == "FINISHED"  # the base's 2 seeds, then 6 sampled
+    assert not [c for c in [*archs, *children] if c.info.status == "RUNNING"]
     failed = [c for c in children if c.data.params["lateral"] == "broken"]
     assert failed, "the seeded sampler proposes the broken point"
     for c in failed:
         assert c.info.status == "FAILED" and c.data.tags["trial.status"] == "failed"
         assert "FLOPs" in c.data.tags["error"]
+    broken = [a for a in archs if a.data.params["lateral"] == "broken"]
+    assert (
+        len(broken) == 1
+        and broken[0].info.status == "FAILED"
+        and broken[0].data.tags["trial.status"] == "failed"
+    )
     good = [c for c in children if c.data.params["lateral"] != "broken"]
     trained = [c for c in good if "reused_from" not in c.data.tags]
     reused = [c for c in good if "reused_from" in c.data.tags]
-    hashes = [c.data.tags["arch_hash"] for c in trained]
-    assert len(hashes) == len(set(hashes)), "no architecture is trained twice"
+    keys = [(c.data.tags["arch_hash"], c.data.params["seed"]) for c in trained]
+    assert len(keys) == len(set(keys)), "no seed of an architecture is trained twice"
     assert reused, "6 samples of 3 points repeat an architecture"
     by_id = {c.info.run_id: c for c in trained}
     for c in reused:
         original = by_id[c.data.tags["reused_from"]]
         assert original.data.tags["arch_hash"] == c.data.tags["arch_hash"]
+        assert original.data.params["seed"] == c.data.params["seed"]
         assert c.data.metrics["map50_95"] == original.data.metrics["map50_95"]
         assert c.info.status == "FINISHED"
+        # a reused seed sits under the same architecture run and is not counted twice in its mean
+        assert c.data.tags["mlflow.parentRunId"] == original.data.tags["mlflow.parentRunId"]
+    assert len(archs) == len({a.data.tags["arch_hash"] for a in archs})  # one run per architecture
+    for arch in archs:
+        if arch.data.tags["trial.status"] == "ok":
+            own = [c for c in trained if c.data.tags["mlflow.parentRunId"] == arch.info.run_id]
+            assert arch.data.metrics["n_seeds"] == len(own)
 
 
 @pytest.mark.parametrize(
@@ -217,6 +275,8 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on_without_training_an_a
         (["--space", "modes", "--gpus-per-trial", "2"], "--gpus-per-trial must be at most 1"),
         (["--space", "modes", "--address", "127.0.0.1:9"], "no Ray cluster answers"),
         (["--space", "modes", "--max-failures", "-1"], "--max-failures"),
+        (["--space", "modes", "--repeats", "0"], "--repeats"),
+        (["--space", "modes", "--sampler", "ablation", "--samples", "3"], "--sampler ablation"),
         (["--space", "BADOBJ"], "objectives may be"),
     ],
 )
@@ -245,8 +305,8 @@ def test_an_existing_sweep_is_never_overwritten(grid_sweep):
     tmp, _ = grid_sweep
     done = sweep(tmp, "--space", "modes", "--name", "ablation", *TINY)
     assert done.returncode == 2 and "already exists" in done.stderr and "--resume" in done.stderr
-    parent, children, _ = runs(tmp)
-    assert len(children) == 3
+    parent, _, children, _ = runs(tmp)
+    assert len(children) == 6
 
 
 @pytest.mark.parametrize(
@@ -262,15 +322,16 @@ def test_an_existing_sweep_is_never_overwritten(grid_sweep):
 def test_resume_with_a_changed_training_setup_exits_2_naming_the_flags(grid_sweep, changed, named):
     """A result trained under one setup is never reused under another: the resume is refused."""
     tmp, _ = grid_sweep
-    parent, children, client = runs(tmp)
+    parent, _, children, client = runs(tmp)
     # the sweep's own values, then the changed one (argparse keeps the last)
     done = sweep(
-        tmp, "--space", "modes", "--sampler", "grid", "--name", "ablation", "--resume", *TINY, *changed
-    )
+        tmp, "--space", "modes", "--sampler", "grid", "--repeats", "2", "--name", "ablation", "--resume",
+        *TINY, *changed,
+    )  # fmt: skip
     assert done.returncode == 2, done.stderr[-2000:]
     assert named in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
-    after, kids, _ = runs(tmp)
+    after, _, kids, _ = runs(tmp)
     assert after.data.params == parent.data.params and len(kids) == len(children)
     assert after.info.status == "FINISHED"
 
@@ -278,28 +339,75 @@ def test_resume_with_a_changed_training_setup_exits_2_naming_the_flags(grid_swee
 def test_a_sweep_name_whose_ray_state_is_elsewhere_never_merges_into_its_mlflow_parent(grid_sweep, tmp_path):
     """Same --name and tracking store, another --storage-path: refused, nothing written."""
     tmp, _ = grid_sweep
-    parent, children, _ = runs(tmp)
+    parent, _, children, _ = runs(tmp)
     cmd = [sys.executable, "-m", "search.run", "--space", "modes", "--name", "ablation", *TINY,
            "--storage-path", str(tmp_path / "elsewhere"), "--tracking-uri", uri(tmp)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "is taken in MLflow" in done.stderr, done.stderr[-2000:]
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "elsewhere").exists()
-    after, kids, _ = runs(tmp)
+    after, _, kids, _ = runs(tmp)
     assert len(kids) == len(children) and after.data.params == parent.data.params
 
 
-def test_the_frontier_of_a_past_sweep_prints_from_mlflow(grid_sweep):
+def test_the_frontier_and_the_ablation_table_of_a_past_sweep_print_from_mlflow(grid_sweep):
     tmp, _ = grid_sweep
-    parent, children, _ = runs(tmp)
+    parent, archs, _, _ = runs(tmp)
     cmd = [sys.executable, "-m", "search.pareto", "--sweep", "ablation", "--tracking-uri", uri(tmp)]
     text = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert text.returncode == 0, text.stderr[-2000:]
-    on_front = [c.data.tags["trial.id"] for c in children if c.data.tags.get("pareto") == "true"]
-    assert all(t in text.stdout for t in on_front)
+    on_front = {a.info.run_id: a.data.tags["arch_hash"] for a in archs if a.data.tags.get("pareto") == "true"}
+    assert all(h in text.stdout for h in on_front.values())
+    assert "noise floor, the seed std pooled" in text.stdout and "map50_95 ±95%" in text.stdout
     as_json = subprocess.run([*cmd, "--format", "json"], capture_output=True, text=True, timeout=300)
-    assert sorted(r["trial_id"] for r in json.loads(as_json.stdout)) == sorted(on_front)
+    assert sorted(r["run_id"] for r in json.loads(as_json.stdout)) == sorted(on_front)
+    table = subprocess.run([*cmd, "--table", "ablation"], capture_output=True, text=True, timeout=300)
+    assert table.returncode == 0, table.stderr[-2000:]
+    lines = table.stdout.splitlines()
+    assert lines[1].split()[:2] == ["change", "seeds"]
+    assert lines[3].startswith("stage3=ori (hand)") and lines[4].startswith("stage3=gate") and len(lines) == 5
+    rows = json.loads(subprocess.run([*cmd, "--table", "ablation", "--format", "json"], capture_output=True,
+                                     text=True, timeout=300).stdout)  # fmt: skip
+    assert [r["change"] for r in rows] == ["stage3=ori", "stage3=gate"]
+    assert all(r["d_map50_95_low"] <= r["d_map50_95"] <= r["d_map50_95_high"] for r in rows)
     missing = subprocess.run(
         [*cmd[:-4], "--sweep", "nope", "--tracking-uri", uri(tmp)], capture_output=True, text=True
     )
     assert missing.returncode == 2 and "nope" in missing.stderr
+
+
+def test_the_ablation_sampler_trains_the_base_and_every_single_change_of_placements(tmp_path):
+    """--sampler ablation: 1 + (each site's non-keep choices) architectures, each one change from the base,
+    and the ablation table has a row for each change (replacements and insertions alike)."""
+    from search.space import load_space
+
+    space = load_space("placements")
+    changes = sum(len(s.choices) - 1 for s in space.sites)
+    assert any(c.op == "insert" for s in space.sites for c in s.choices)  # where to insert, too
+    done = sweep(
+        tmp_path, "--space", "placements", "--sampler", "ablation", "--name", "abl", "--max-concurrent", "2",
+        "--epochs", "1", "--imgsz", "64", "--batch", "8", "--fraction", "0.125",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    parent, archs, trials, client = runs(tmp_path)
+    assert parent.data.params["sampler"] == "ablation"
+    assert len(archs) == 1 + changes and len(trials) == 2 + changes  # the base with its 2 seeds
+    sites = [s.name for s in space.sites]
+    points = [{s: a.data.params[s] for s in sites} for a in archs]
+    assert len({tuple(p.items()) for p in points}) == len(points)
+    (base,) = [p for p in points if all(v == "keep" for v in p.values())]
+    assert all(sum(v != "keep" for v in p.values()) == 1 for p in points if p is not base)
+    assert all(a.data.tags["trial.status"] == "ok" for a in archs)
+    table = subprocess.run(
+        [sys.executable, "-m", "search.pareto", "--sweep", "abl", "--tracking-uri", uri(tmp_path),
+         "--table", "ablation", "--format", "json"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr[-2000:]
+    rows = json.loads(table.stdout)
+    expected = [f"{s.name}={c.name}" for s in space.sites for c in s.choices if c.op != "keep"]
+    assert [r["change"] for r in rows] == expected
+    assert all(r["base_seeds"] == 2 and r["n_seeds"] == 1 for r in rows)
+    report = Path(client.download_artifacts(parent.info.run_id, "report.html", str(tmp_path))).read_text()
+    from tests.search.test_report import Tables
+
+    assert [cells[0][0] for cells in Tables(report).find(id="ablation")] == expected

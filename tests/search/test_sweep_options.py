@@ -27,6 +27,7 @@ def uri(tmp: Path) -> str:
 
 
 def sweep(tmp: Path, *args: str, space: str = "modes") -> list[mlflow.entities.Run]:
+    """The trial runs (one per seed) of a grid sweep run to its end."""
     cmd = [sys.executable, "-m", "search.run", "--space", space, "--sampler", "grid", "--storage-path",
            str(tmp / "ray"), "--tracking-uri", uri(tmp), *TINY, *args]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
@@ -35,11 +36,22 @@ def sweep(tmp: Path, *args: str, space: str = "modes") -> list[mlflow.entities.R
 
 
 def children(tmp: Path) -> list[mlflow.entities.Run]:
+    """The sweep's trial runs so far (one per seed of an architecture)."""
     client = mlflow.MlflowClient(tracking_uri=uri(tmp))
     exp = client.get_experiment_by_name("rtdetr-ghost-search")
     if exp is None:
         return []
-    return [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("sweep.role") == "trial"]
+
+
+def architectures(tmp: Path) -> dict[str, mlflow.entities.Run]:
+    """The sweep's architecture runs, by their params' values."""
+    client = mlflow.MlflowClient(tracking_uri=uri(tmp))
+    exp = client.get_experiment_by_name("rtdetr-ghost-search")
+    runs = client.search_runs([exp.experiment_id])
+    return {
+        " ".join(r.data.params.values()): r for r in runs if r.data.tags.get("sweep.role") == "architecture"
+    }
 
 
 def write_space(tmp: Path, text: str) -> str:
@@ -100,7 +112,7 @@ def test_over_budget_architectures_are_recorded_infeasible_without_training(tmp_
         gflops[point["stage3"]] = model_cost(deploy_form(model))["gflops"]
     limit = statistics.median(gflops.values())
     kids = sweep(tmp_path, "--epochs", "1", "--max-gflops", f"{limit:.9f}")
-    assert len(kids) == 3
+    assert len(kids) == 4  # the base's 2 seeds, one of each other architecture
     for kid in kids:
         over = gflops[kid.data.params["stage3"]] > limit
         assert kid.data.tags["trial.status"] == ("infeasible" if over else "ok")
@@ -109,18 +121,30 @@ def test_over_budget_architectures_are_recorded_infeasible_without_training(tmp_
             assert "trial/train_s" not in kid.data.metrics and "map50_95" not in kid.data.metrics
             assert kid.data.metrics["gflops"] > limit and kid.data.tags.get("pareto") != "true"
     assert sum(k.data.tags["trial.status"] == "infeasible" for k in kids) == 1
+    archs = architectures(tmp_path)
+    assert {k: a.data.tags["trial.status"] for k, a in archs.items()} == {
+        k: "infeasible" if v > limit else "ok" for k, v in gflops.items()
+    }
 
 
 def test_asha_stops_the_weak_trial_early_and_lets_the_others_finish_onto_the_frontier(tmp_path):
     """Trials that reach the last epoch finish as ok, with their final validation, on the frontier; only a
     trial stopped at an earlier rung is stopped_early (Ray's default once stopped every trial at max_t)."""
-    # grid seed 1 trains keep before heavy, so heavy meets a better result at the first rung
-    kids = sweep(tmp_path, "--scheduler", "asha", "--seed", "1", space=write_space(tmp_path, RUNGS_SPACE))
-    assert len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids)
-    by_choice = {k.data.params["stage3"]: k for k in kids}
-    heavy, keep = by_choice["heavy"], by_choice["keep"]
-    assert keep.data.tags["trial.status"] == "ok" and keep.data.metrics["trial/epochs_done"] == 3
-    assert "map50_95" in keep.data.metrics and keep.data.tags["pareto"] == "true"
+    # the base trains first (2 seeds), so heavy meets better results at the first rung
+    kids = sweep(tmp_path, "--scheduler", "asha", space=write_space(tmp_path, RUNGS_SPACE))
+    assert len(kids) == 3 and all(k.info.status == "FINISHED" for k in kids)
+    keeps = [k for k in kids if k.data.params["stage3"] == "keep"]
+    (heavy,) = [k for k in kids if k.data.params["stage3"] == "heavy"]
+    for keep in keeps:
+        assert keep.data.tags["trial.status"] == "ok" and keep.data.metrics["trial/epochs_done"] == 3
+        assert "map50_95" in keep.data.metrics and keep.data.tags["pareto"] == "true"
+    archs = architectures(tmp_path)
+    assert archs["keep"].data.tags["trial.status"] == "ok" and archs["keep"].data.metrics["n_seeds"] == 2
+    assert (
+        archs["heavy"].data.tags["trial.status"] == "stopped_early"
+        and archs["heavy"].info.status == "FINISHED"
+    )
+    assert "map50_95" not in archs["heavy"].data.metrics
     assert heavy.data.tags["trial.status"] == "stopped_early" and heavy.data.tags["stopped_early"] == "true"
     assert heavy.data.tags.get("pareto") != "true"
     assert "map50_95" not in heavy.data.metrics  # no final validation, no made-up value
@@ -130,7 +154,7 @@ def test_asha_stops_the_weak_trial_early_and_lets_the_others_finish_onto_the_fro
 
 def test_asha_on_the_modes_grid_ends_with_a_frontier(tmp_path):
     kids = sweep(tmp_path, "--epochs", "2", "--scheduler", "asha")
-    assert len(kids) == 3 and all(k.info.status == "FINISHED" for k in kids)
+    assert len(kids) == 4 and all(k.info.status == "FINISHED" for k in kids)
     ok = [k for k in kids if k.data.tags["trial.status"] == "ok"]
     assert ok and all(k.data.metrics["trial/epochs_done"] == 2 and "map50_95" in k.data.metrics for k in ok)
     assert any(k.data.tags.get("pareto") == "true" for k in ok)
@@ -184,31 +208,66 @@ def test_a_trial_waiting_for_an_architecture_whose_holder_was_killed_trains_it_i
     assert heir.data.metrics["trial/epochs_done"] == 4 and "map50_95" in heir.data.metrics
 
 
-def test_optuna_is_told_complete_pruned_or_failed():
+def test_optuna_is_told_the_mean_of_each_architectures_seeds_once_or_pruned_or_failed():
     config = SweepConfig(
-        space=load_space("modes"), budget="cpu", samples=3, sampler="random", max_concurrent=3
+        space=load_space("modes"), budget="cpu", samples=2, sampler="random", max_concurrent=8, repeats=2
     )
     limiter = make_searcher(config, error_for=lambda trial_id: f"{trial_id} ran out of memory")
-    searcher = limiter.searcher
-    for trial_id in ("done", "stopped", "crashed"):
-        assert limiter.suggest(trial_id) is not None
-    values = {"map50_95": 0.3, "latency_ms": 12.0, "gflops": 4.0}
-    limiter.on_trial_complete("done", result={**values, "final": 1})
-    limiter.on_trial_complete("stopped", result={**values, "final": 0})  # what ASHA hands over
-    limiter.on_trial_complete("crashed", result={**values, "final": 0}, error=True)
-    trials = {t.number: t for t in searcher._ot_study.get_trials(deepcopy=False)}
+    optuna_search = limiter.searcher.searcher
+    configs = {t: limiter.suggest(t) for t in ("b0", "b1", "h0", "h1", "s0", "s1", "x0", "x1")}
+    # the base first, then the space's reference (the hand-made placement), each over seeds 0 and 1
+    assert [(c["stage3"], c["seed"], c["seeds"]) for c in configs.values()][:4] == [
+        ("keep", 0, 2), ("keep", 1, 2), ("ori", 0, 2), ("ori", 1, 2)
+    ]  # fmt: skip
+    assert [c["seed"] for c in configs.values()][4:] == [0, 1, 0, 1]
+    values = {"latency_ms": 12.0, "gflops": 4.0}
+    limiter.on_trial_complete("b0", result={**values, "map50_95": 0.2, "final": 1})
+    assert not optuna_search._ot_study.get_trials(deepcopy=False)[
+        0
+    ].state.is_finished()  # one seed is not enough
+    limiter.on_trial_complete("b1", result={**values, "map50_95": 0.4, "final": 1})
+    limiter.on_trial_complete("h0", result={**values, "map50_95": 0.3, "final": 0})  # what ASHA hands over
+    limiter.on_trial_complete("h1", result={**values, "map50_95": 0.3, "final": 0})
+    limiter.on_trial_complete("s0", result={**values, "final": 0}, error=True)
+    limiter.on_trial_complete("s1", result={**values, "final": 0}, error=True)
+    trials = {t.number: t for t in optuna_search._ot_study.get_trials(deepcopy=False)}
     states = [trials[i].state for i in sorted(trials)]
-    assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
-    assert trials[0].values == [0.3, 12.0, 4.0]
-    assert trials[2].user_attrs["error"] == "crashed ran out of memory"
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING]
+    assert trials[0].values == pytest.approx([0.3, 12.0, 4.0])  # the mean over the base's two seeds
+    assert trials[2].user_attrs["error"] == "s0 ran out of memory"
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random", "grid"])
-def test_every_sampler_proposes_points_of_the_space(sampler):
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random", "grid", "ablation"])
+def test_every_sampler_proposes_points_of_the_space_the_base_first(sampler):
     space = load_space("placements")
     limiter = make_searcher(
-        SweepConfig(space=space, budget="cpu", samples=4, sampler=sampler), lambda t: None
+        SweepConfig(space=space, budget="cpu", samples=4, sampler=sampler, max_concurrent=3), lambda t: None
     )
-    point = limiter.suggest("t0")
-    assert set(point) == {s.name for s in space.sites}
-    assert all(point[s.name] in [c.name for c in s.choices] for s in space.sites)
+    points = [limiter.suggest(f"t{i}") for i in range(3)]
+    assert [p["seed"] for p in points] == [0, 1, 0]  # the base's 2 seeds, then one seed of the next
+    assert all(v == "keep" for k, v in points[0].items() if k in {s.name for s in space.sites})
+    for point in points:
+        assert set(point) == {s.name for s in space.sites} | {"seed", "seeds"}
+        assert all(point[s.name] in [c.name for c in s.choices] for s in space.sites)
+
+
+def test_the_ablation_plan_is_the_base_and_every_single_change():
+    from search.sweep import sweep_plan
+
+    space = load_space("placements")
+    points, seeds, n_trials = sweep_plan(
+        SweepConfig(space=space, budget="cpu", sampler="ablation", repeats=3)
+    )
+    changes = sum(len(s.choices) - 1 for s in space.sites)
+    assert len(points) == 1 + changes and seeds == [3] * len(points) and n_trials == 3 * len(points)
+    base = points[0]
+    assert all(v == "keep" for v in base.values())
+    assert all(sum(p[k] != base[k] for k in base) == 1 for p in points[1:])
+    assert len({tuple(p.items()) for p in points}) == len(points)
+    # searching samplers: the base (2 seeds) and the references on top of --samples, unless counted
+    modes = load_space("modes")
+    assert sweep_plan(SweepConfig(space=modes, budget="cpu", samples=3))[2] == 2 + 1 + 3
+    assert (
+        sweep_plan(SweepConfig(space=modes, budget="cpu", samples=3, count_references=True))[2] == 2 + 1 + 1
+    )
+    assert sweep_plan(SweepConfig(space=modes, budget="cpu", sampler="grid", samples=3))[2] == 2 + 1 + 1

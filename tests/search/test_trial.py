@@ -59,13 +59,54 @@ def test_trial_prints_every_key_with_sane_values(trained):
         assert len(list(csv.DictReader(fh))) == 2  # one row per epoch, written by Ultralytics
 
 
-def test_map_comes_from_a_real_ultralytics_validation(trained):
+def test_map_comes_from_a_real_ultralytics_validation_on_the_held_out_test_split(trained):
+    """best.pt is chosen on val (the trainer's final validation); the reported mAP is its test-split score."""
     result, out = trained
-    metrics = RTDETR(result["weights"]).val(
-        data=result["data"], imgsz=64, batch=16, device="cpu", plots=False, project=str(out), name="check"
-    )  # Ultralytics' trainer validates with twice the training batch
-    assert metrics.box.map == pytest.approx(result["map50_95"], abs=1e-6)
-    assert metrics.box.map50 == pytest.approx(result["map50"], abs=1e-6)
+    assert result["scored_split"] == "test"
+    model = RTDETR(result["weights"])
+    args = {
+        "data": result["data"],
+        "imgsz": 64,
+        "batch": 16,
+        "device": "cpu",
+        "plots": False,
+        "project": str(out),
+    }
+    test = model.val(split="test", name="check-test", **args)  # twice the training batch, like the trainer
+    assert test.box.map == pytest.approx(result["map50_95_ultralytics"], abs=1e-6)
+    assert test.box.map50 == pytest.approx(result["map50_ultralytics"], abs=1e-6)
+    val = model.val(split="val", name="check-val", **args)
+    assert val.box.map == pytest.approx(result["map50_95_val"], abs=1e-6)
+    assert val.box.map != pytest.approx(test.box.map, abs=1e-9)  # two different image sets
+
+
+def test_the_reported_map_is_the_coco_protocols_on_the_same_predictions(trained):
+    """map50_95 is COCO's figure by default: pycocotools on the trial's own test-split predictions agrees."""
+    from search.coco import evaluate, ground_truth, split_images
+
+    result, out = trained
+    assert result["map_evaluator"] == "coco" and result["map50_95"] == result["map50_95_coco"]
+    predictions = json.loads((out / "test-predictions" / "predictions.json").read_text())
+    gt, ids = ground_truth(split_images(result["data"], "test"), nc=3)
+    dets = [{**p, "image_id": ids[p["image_id"]]} for p in predictions]
+    reference = evaluate(gt, dets, backend="pycocotools")
+    assert result["map50_95_coco"] == pytest.approx(reference["map50_95_coco"], abs=1e-9)
+    assert result["map50_coco"] == pytest.approx(reference["map50_coco"], abs=1e-9)
+
+
+def test_a_dataset_without_a_test_split_is_scored_on_val_and_says_so(tmp_path):
+    from search.data import builtin_dataset
+
+    data = builtin_dataset(tmp_path, n_train=8, n_val=8, n_test=0, imgsz=64)
+    done = trial_cli(
+        "--space", "modes", "--budget", "cpu", "--epochs", "1", "--imgsz", "64", "--batch", "8",
+        "--data", str(data), "--out", str(tmp_path / "t"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["scored_split"] == "val" and result["map50_95_ultralytics"] == pytest.approx(
+        result["map50_95_val"]
+    )
 
 
 def test_the_trial_trains_the_deploy_form_it_costs(trained):
@@ -104,6 +145,7 @@ def test_reports_carry_every_objective_each_epoch_and_warm_start_counts(trained,
         batch=8,
         fraction=0.25,
         weights=result["last"],
+        reference_yaml=materialize(space, {"stage3": "keep"}, budget=space.budgets["cpu"])[0],
     )
     got = run_trial(spec, report=lambda metrics, last: reports.append((metrics, last)))
     assert len(reports) == 1
@@ -219,9 +261,13 @@ def test_a_trial_resumed_after_its_last_epoch_is_scored_on_its_best_checkpoint(t
     weights = Path(got["weights"])
     assert weights.is_file() and weights.name == "best.pt" and weights != resume / "last.pt"
     expected = RTDETR(str(weights)).val(
-        data=got["data"], imgsz=64, batch=16, device="cpu", plots=False, project=str(tmp_path), name="check"
+        data=got["data"], imgsz=64, batch=16, device="cpu", plots=False, project=str(tmp_path), name="check",
+        split="test",
+    )  # fmt: skip
+    assert (
+        got["map50_95_ultralytics"] == pytest.approx(expected.box.map, abs=1e-9)
+        and got["scored_split"] == "test"
     )
-    assert got["map50_95"] == pytest.approx(expected.box.map, abs=1e-9)
     # the scored file holds epoch 1's weights, not the last epoch's
     digest = lambda m: hashlib.sha256(b"".join(t.float().numpy().tobytes() for t in m.state_dict().values()))  # noqa: E731
     scored = RTDETR(str(weights)).model

@@ -1,0 +1,105 @@
+"""Per-site effects: what each site's choice adds to a metric, estimated over every trained seed.
+
+An additive model, ``metric = base + sum over sites of effect(site, choice)`` with ``effect(site, keep)
+= 0``, fitted by least squares to every trained seed of every architecture of a sweep. A choice's
+effect is reported only when the trials identify it (the architectures trained separate it from the
+other effects: e.g. the base and the base with only that change); otherwise the report says how many
+more trials it needs. Intervals are 95 % t intervals from the residual spread, or from the sweep's
+seed noise floor when the fit leaves no residual degrees of freedom. Sites interact in reality; the
+additive effect is an average over the architectures that were trained. Pure functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .space import Space
+from .stats import t975
+
+__all__ = ["Effect", "site_effects"]
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One site-choice's estimated effect on one metric, or why there is none.
+
+    ``mean`` and ``half`` (the 95 % interval is ``mean ± half``) are None when the effect is not
+    identified; ``needs`` is then the number of further trials that would identify it.
+    """
+
+    site: str
+    choice: str
+    metric: str
+    mean: float | None
+    half: float | None
+    trials: int  # trained seeds that made this choice
+    needs: int = 0
+
+
+def _observations(rows: list[dict], metric: str) -> list[tuple[dict, float]]:
+    """Each trained seed of each architecture as ``(params, value)``."""
+    out = []
+    for row in rows:
+        seeds = row.get("seeds") or {0: {metric: row.get(metric)}}
+        for values in seeds.values():
+            value = values.get(metric)
+            if value is not None and math.isfinite(float(value)):
+                out.append((row.get("params") or {}, float(value)))
+    return out
+
+
+def site_effects(
+    rows: list[dict], space: Space, metric: str, noise: tuple[float, int] | None = None
+) -> list[Effect]:
+    """Every non-keep choice's additive effect on ``metric``, in the space's site and choice order.
+
+    Args:
+        rows: the sweep's architectures (:func:`search.records.architecture_rows`), with their seeds.
+        space: the sweep's space (its sites' keep choices are the reference level).
+        metric: the metric to explain.
+        noise: the metric's seed noise floor ``(std, df)``, used when the fit has no residual spread.
+    """
+    obs = _observations(rows, metric)
+    columns = [(s.name, c.name) for s in space.sites for c in s.choices if c.op != "keep"]
+    if not obs:
+        return [Effect(s, c, metric, None, None, 0, 2) for s, c in columns]
+    X = np.array([[1.0] + [float(p.get(s) == c) for s, c in columns] for p, _ in obs])  # noqa: N806
+    y = np.array([v for _, v in obs])
+    rank = np.linalg.matrix_rank(X)
+    beta = np.linalg.pinv(X) @ y
+    dof = len(y) - rank
+    if dof >= 1:
+        sigma, df = math.sqrt(float(np.sum((y - X @ beta) ** 2)) / dof), dof
+    elif noise is not None:
+        sigma, df = noise
+    else:
+        sigma, df = math.nan, 0
+    cov = np.linalg.pinv(X.T @ X)
+    has_base = any(all(p.get(s.name) == s.default for s in space.sites) for p, _ in obs)
+    effects = []
+    for j, (site, choice) in enumerate(columns, start=1):
+        made = int(X[:, j].sum())
+        unit = np.zeros(X.shape[1])
+        unit[j] = 1.0
+        identified = np.linalg.matrix_rank(np.vstack([X, unit])) == rank
+        if not identified:
+            effects.append(Effect(site, choice, metric, None, None, made, 1 if has_base else 2))
+            continue
+        half = t975(df) * sigma * math.sqrt(max(float(cov[j, j]), 0.0)) if df else math.nan
+        effects.append(Effect(site, choice, metric, float(beta[j]), half, made))
+    return effects
+
+
+def effects_by_choice(
+    rows: list[dict], space: Space, metrics: list[str], noise: Mapping[str, tuple[float, int]]
+) -> dict[tuple[str, str], dict[str, Effect]]:
+    """:func:`site_effects` for several metrics, keyed by ``(site, choice)`` then metric."""
+    out: dict[tuple[str, str], dict[str, Effect]] = {}
+    for metric in metrics:
+        for e in site_effects(rows, space, metric, noise.get(metric)):
+            out.setdefault((e.site, e.choice), {})[metric] = e
+    return out

@@ -1,0 +1,165 @@
+"""Seeds and noise: summaries of repeated measurements, a sweep's noise floor, differences beyond it.
+
+Every architecture of a sweep is trained with one or more seeds (the base always with at least two),
+and every seed measures its own latency. This module turns those repeats into what a report may
+claim: a mean with its 95 % interval, the sweep's own noise floor (the seed standard deviation pooled
+over every architecture that has more than one seed) and whether a difference between two
+architectures is larger than that noise. Pure functions of plain numbers; no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "EXACT_METRICS",
+    "Difference",
+    "Summary",
+    "difference",
+    "margin",
+    "noise_floor",
+    "pooled_std",
+    "summarize",
+    "t975",
+]
+
+PAIRED_MIN = 3  # seeds two architectures must share for a difference paired by seed
+
+# Metrics that are computed, not measured: the same architecture always gives the same value.
+EXACT_METRICS = frozenset({"gflops", "n_params"})
+
+# Student's t, 97.5 % quantile (two-sided 95 %), for 1-30 degrees of freedom.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
+def t975(df: int) -> float:
+    """The two-sided 95 % quantile of Student's t with ``df`` degrees of freedom (inf for df < 1)."""
+    if df < 1:
+        return math.inf
+    if df <= len(_T975):
+        return _T975[df - 1]
+    return 1.96 + 2.5 / df  # within 0.002 of the exact value above 30 degrees of freedom
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Repeated measurements of one quantity: their count, mean, standard deviation and 95 % interval.
+
+    ``std`` and ``half`` (the interval's half-width: the interval is ``mean ± half``) are NaN for
+    fewer than two values.
+    """
+
+    n: int
+    mean: float
+    std: float
+    half: float
+
+
+def summarize(values: Iterable[float]) -> Summary:
+    """The :class:`Summary` of the finite ``values`` (NaN mean when there are none)."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return Summary(0, math.nan, math.nan, math.nan)
+    if len(xs) == 1:
+        return Summary(1, xs[0], math.nan, math.nan)
+    std = statistics.stdev(xs)
+    return Summary(len(xs), statistics.fmean(xs), std, t975(len(xs) - 1) * std / math.sqrt(len(xs)))
+
+
+def pooled_std(groups: Iterable[tuple[int, float]]) -> tuple[float, int] | None:
+    """The standard deviation pooled over groups of ``(n, std)``, and its degrees of freedom.
+
+    Groups of fewer than two values (or a NaN std) carry no information about the spread and are
+    skipped; None when no group has two values.
+    """
+    ss, df = 0.0, 0
+    for n, std in groups:
+        if n >= 2 and std is not None and math.isfinite(std):
+            ss += (n - 1) * std * std
+            df += n - 1
+    return (math.sqrt(ss / df), df) if df else None
+
+
+def noise_floor(rows: Iterable[Mapping], metrics: Iterable[str]) -> dict[str, tuple[float, int]]:
+    """Each metric's seed-to-seed standard deviation and its degrees of freedom, pooled over ``rows``.
+
+    ``rows`` are architectures with ``n_seeds`` and ``<metric>_std`` (see
+    :func:`search.records.architecture_rows`). Exact metrics (GFLOPs, parameters) have no noise:
+    ``(0.0, 0)``. A measured metric with no architecture of two or more seeds is left out: its noise
+    is unknown.
+    """
+    rows = list(rows)
+    floor: dict[str, tuple[float, int]] = {}
+    for metric in metrics:
+        if metric in EXACT_METRICS:
+            floor[metric] = (0.0, 0)
+            continue
+        pooled = pooled_std((int(r.get("n_seeds") or 1), r.get(f"{metric}_std")) for r in rows)
+        if pooled is not None:
+            floor[metric] = pooled
+    return floor
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``a - b`` as a mean with a 95 % interval (``mean ± half``) and whether it is beyond noise.
+
+    ``paired``: the number of seeds both have, when the difference is the mean of per-seed
+    differences (:data:`PAIRED_MIN` or more); 0 when it is the difference of the two means against the pooled
+    noise floor. ``beyond``: the interval excludes zero. An unknown noise gives a NaN ``half`` and
+    ``beyond`` False: no claim.
+    """
+
+    mean: float
+    half: float
+    paired: int
+    beyond: bool
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half
+
+
+def difference(a: Mapping[int, float], b: Mapping[int, float], noise: tuple[float, int] | None) -> Difference:
+    """The difference ``a - b`` of two architectures' per-seed values of one metric.
+
+    With :data:`PAIRED_MIN` or more seeds in common, the seeds pair up (the same seed sees the same
+    data order, and the same initial weights where the architectures agree) and the interval is the t
+    interval of the per-seed differences. With fewer, a paired interval has one degree of freedom
+    (t = 12.7) and says little, so it is the difference of the means with the interval of the pooled
+    noise floor ``noise = (std, df)``: ``t(df) * std * sqrt(1/n_a + 1/n_b)``.
+    """
+    common = sorted(set(a) & set(b))
+    if len(common) >= PAIRED_MIN:
+        d = summarize(a[s] - b[s] for s in common)
+        return Difference(d.mean, d.half, d.n, abs(d.mean) > d.half)
+    ma, mb = summarize(a.values()), summarize(b.values())
+    mean = ma.mean - mb.mean
+    if noise is None or not ma.n or not mb.n:
+        return Difference(mean, math.nan, 0, False)
+    std, df = noise
+    half = (t975(df) if df else 0.0) * std * math.sqrt(1 / ma.n + 1 / mb.n)
+    return Difference(mean, half, 0, abs(mean) > half)
+
+
+def margin(noise: tuple[float, int] | None, n_a: int, n_b: int) -> float:
+    """How far apart two means of ``n_a`` and ``n_b`` measurements must be to differ beyond noise.
+
+    Zero for an exact metric (``noise == (0.0, 0)``) and for an unknown noise (None): then any
+    difference counts, as it would without seeds.
+    """
+    if noise is None:
+        return 0.0
+    std, df = noise
+    if not std:
+        return 0.0
+    return t975(df) * std * math.sqrt(1 / max(1, n_a) + 1 / max(1, n_b))
