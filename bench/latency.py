@@ -38,6 +38,10 @@ How to read it:
   by about ``spread``; a latency difference between architectures smaller than that is not a
   ranking. ``IQR/med`` is the median, over measurements, of the within-measurement interquartile
   range over its median: the noise inside one call, for comparison with the noise between calls.
+- last, ``absolute median vs ratio``: the proxy ``gate`` timed interleaved with the base (what a
+  sweep trial logs as ``latency_ratio``), each call alternately on an idle machine and beside a
+  competing process. The absolute median jumps with the load; the ratio, whose two models share
+  every window, should not. Its ``std/mean`` is the figure to compare.
 - ``train/deploy``: latency of the training form over the deploy form, the median of the ratios of
   the paired measurements with their min-max in brackets. Above 1 is what shipping the deploy form
   gains over shipping the checkpoint as trained. It includes Ultralytics' fuse of its own layers, not
@@ -66,7 +70,10 @@ import search.ultra
 
 search.ultra.offline()  # before anything imports ultralytics
 
-POINTS = {"ori": "ori", "gate": "ori_shortcut_mul_conv15"}  # the modes space's choices -> mode
+POINTS = {
+    "ori": "ori",
+    "gate": "ori_shortcut_mul_conv15",
+}  # the modes space's choices -> mode (keep: the base)
 
 
 def build(point: str, proxy: bool) -> tuple[nn.Module, nn.Module, int]:
@@ -149,6 +156,51 @@ RATIO_HEADER = (
 )
 
 
+def _burn(stop) -> None:  # a competing process: what other trials on the machine do to a measurement
+    x = torch.rand(256, 256)
+    while not stop.is_set():
+        x = (x @ x).clamp_(-1, 1)
+
+
+def ratio_section(repeats: int) -> None:
+    """The absolute median vs the ratio to the base timed interleaved (what a sweep trial logs), each
+    call alternately with and without a competing process: the same load hits both figures."""
+    import multiprocessing as mp
+
+    from search.cost import latency
+
+    _, gate, imgsz = build("gate", proxy=True)
+    _, base, _ = build("keep", proxy=True)
+    device = torch.device("cpu")
+    figures: dict[str, list[tuple[float, float]]] = {"idle": [], "loaded": []}
+    for r in range(repeats):
+        loaded = r % 2 == 1
+        stop = mp.Event()
+        burner = mp.Process(target=_burn, args=(stop,), daemon=True) if loaded else None
+        if burner:
+            burner.start()
+            time.sleep(0.5)
+        timed = latency(gate, imgsz, device, reference=base)
+        if burner:
+            stop.set()
+            burner.join()
+        figures["loaded" if loaded else "idle"].append((timed["latency_ms"], timed["latency_ratio"]))
+        print(f"  gate vs base, {'loaded' if loaded else 'idle'}: {timed['latency_ms']:.2f} ms, "
+              f"ratio {timed['latency_ratio']:.3f}", flush=True)  # fmt: skip
+    every = figures["idle"] + figures["loaded"]
+    print(
+        "\nabsolute median vs ratio to the base (interleaved), calls alternately idle and with a competing process"
+    )
+    print(f"{'figure':<22} {'idle mean':>10} {'loaded mean':>12} {'std/mean (all calls)':>21}")
+    for k, name in ((0, "latency ms"), (1, "ratio to the base")):
+        values = [f[k] for f in every]
+        idle = statistics.fmean(f[k] for f in figures["idle"])
+        busy = statistics.fmean(f[k] for f in figures["loaded"])
+        print(
+            f"{name:<22} {idle:>10.4g} {busy:>12.4g} {statistics.stdev(values) / statistics.fmean(values):>21.1%}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="proxy only, fewer repeats (< 1 min)")
@@ -227,6 +279,7 @@ def main() -> None:
         print(ratio_row(result))
     for line in skipped:
         print(line)
+    ratio_section(max(4, repeats))
     print(f"\nload after: {load_average()}   wall {time.perf_counter() - started:.0f} s")
 
 

@@ -39,7 +39,8 @@ _CHANNEL_ARGS = {
 }
 # yaml arg positions holding a repeat count (blocks that take n as an argument, not as yaml repeats)
 _REPEAT_ARGS = {"ResNetLayer": 4, "RepNCSPELAN4": 3, "RepNCSPELAN4GhostV3": 3}
-_DECODER_DEFAULTS = (256, 300)  # RTDETRDecoder's hd and nq defaults
+# RTDETRDecoder's defaults after nc: hd, nq, ndp, nh, ndl, d_ffn, dropout, act, eval_idx, nd
+_DECODER_DEFAULTS = (256, 300, 4, 8, 6, 1024, 0.0, None, -1, 100)
 
 
 def _remap(f: int | list, old_i: int, new_i: int, out: list[int]) -> int | list:
@@ -72,9 +73,22 @@ def _scale(layers: list, budget: Budget) -> None:
         if p is not None and p < len(args) and is_int(args[p]) and args[p] > 1:
             args[p] = max(1, round(args[p] * budget.depth))
         if m == "RTDETRDecoder":
-            hd = budget.hidden_dim or (args[1] if len(args) > 1 else _DECODER_DEFAULTS[0])
-            nq = budget.queries or (args[2] if len(args) > 2 else _DECODER_DEFAULTS[1])
-            args[:] = [args[0] if args else "nc", hd, nq, *args[3:]]
+            # [nc, hd, nq, ndp, nh, ndl, d_ffn, dropout, act, eval_idx, nd]: fill the defaults up to what is set
+            full = [args[0] if args else "nc", *args[1:]]
+            full += list(_DECODER_DEFAULTS[len(full) - 1 :])
+            for index, value in (
+                (1, budget.hidden_dim),
+                (2, budget.queries),
+                (6, budget.ffn),
+                (10, budget.denoising),
+            ):
+                if value is not None:
+                    full[index] = value
+            keep = max(
+                [3, len(args)]
+                + [i + 1 for i, v in ((6, budget.ffn), (10, budget.denoising)) if v is not None]
+            )
+            args[:] = full[:keep]
 
 
 def _fit_channels(model: dict) -> None:
@@ -108,7 +122,8 @@ def materialize(
         space: the space.
         params: site name -> choice name (missing sites keep, see ``validate_params``).
         base: base model dict (default ``space.base_yaml``); not modified.
-        budget: a proxy budget (width/depth/hidden_dim/queries) shrinks the result to train it cheaply.
+        budget: a proxy budget (width/depth and the decoder's hidden_dim/queries/ffn/denoising) shrinks the
+            result to train it cheaply.
 
     Returns:
         The model yaml dict (build it with Ultralytics after ``ghost_blocks.register()``) and its

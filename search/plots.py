@@ -44,9 +44,9 @@ def _finite(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
-def build_panels(rows: list[dict], objectives: list[Objective]) -> list[Panel]:
+def build_panels(rows: list[dict], objectives: list[Objective], noise=None) -> list[Panel]:
     primary = objectives[0]
-    global_ids = {id(r) for r in frontier_table(rows, objectives)} if len(objectives) > 2 else set()
+    global_ids = {id(r) for r in frontier_table(rows, objectives, noise)} if len(objectives) > 2 else set()
     panels = []
     for other in objectives[1:]:
         pts = [
@@ -59,6 +59,22 @@ def build_panels(rows: list[dict], objectives: list[Objective]) -> list[Panel]:
         glob = [p for p in pts if id(p[2]) in global_ids]
         panels.append(Panel(other, primary, pts, front, glob))
     return panels
+
+
+def _half(row: Mapping[str, Any], metric: str) -> float:
+    """The half-width of a row's 95 % interval of ``metric`` (its seeds' spread); 0 when it has none."""
+    v = row.get(f"{metric}_ci95")
+    return float(v) if _finite(v) else 0.0
+
+
+def _bars(panel: Panel) -> list[tuple[float, float, float, float]]:
+    """``(x, y, x half-width, y half-width)`` of every point with an interval on either axis."""
+    out = []
+    for x, y, r in panel.points:
+        hx, hy = _half(r, panel.x_obj.metric), _half(r, panel.y_obj.metric)
+        if hx or hy:
+            out.append((x, y, hx, hy))
+    return out
 
 
 def _axis_label(obj: Objective) -> str:
@@ -74,6 +90,13 @@ def _write_png(panels: list[Panel], path: Path, highlight: Mapping[str, str], ti
         if panel.points:
             xs, ys, _ = zip(*panel.points, strict=True)
             ax.scatter(xs, ys, s=14, c="0.7", label="all trials", zorder=1)
+            limits = ax.get_xlim(), ax.get_ylim()
+            for x, y, hx, hy in _bars(panel):  # 95 % intervals over seeds; the axes stay on the points
+                ax.errorbar(
+                    x, y, xerr=hx or None, yerr=hy or None, fmt="none", ecolor="0.55", lw=0.8, zorder=0
+                )
+            ax.set_xlim(*limits[0])
+            ax.set_ylim(*limits[1])
         if panel.front:
             fx, fy, _ = zip(*panel.front, strict=True)
             ax.plot(fx, fy, drawstyle="steps-post", color="tab:red", lw=1.2, zorder=2)
@@ -155,6 +178,17 @@ def svg_panel(panel: Panel, highlight: Mapping[str, str]) -> str:
             f"<title>{tip}</title></circle>"
         )
 
+    for x, y, hx, hy in _bars(panel):  # 95 % intervals over seeds, clipped to the frame
+        px = [min(max(sx(v), ml), w - mr) for v in (x - hx, x + hx)]
+        py = [min(max(sy(v), mt), h - mb) for v in (y - hy, y + hy)]
+        if hx:
+            out.append(
+                f'<line x1="{px[0]:.1f}" y1="{sy(y):.1f}" x2="{px[1]:.1f}" y2="{sy(y):.1f}" class="bar"/>'
+            )
+        if hy:
+            out.append(
+                f'<line x1="{sx(x):.1f}" y1="{py[0]:.1f}" x2="{sx(x):.1f}" y2="{py[1]:.1f}" class="bar"/>'
+            )
     out.extend(circle(x, y, r, "pt", 3.5) for x, y, r in panel.points)
     if panel.front:
         coords = []
@@ -189,6 +223,7 @@ svg .end { text-anchor: end; }
 .gfront { fill: none; stroke: #1f77b4; stroke-width: 1.5; }
 .hl { stroke: #000; stroke-width: 1; }
 .step { fill: none; stroke: #d62728; stroke-width: 1.3; }
+.bar { stroke: #8c8c8c; stroke-width: 1; }
 circle:hover { stroke: #000; stroke-width: 2; }
 table { border-collapse: collapse; font-size: 13px; margin-top: 1em; }
 td, th { border: 1px solid #ccc; padding: 2px 8px; text-align: right; }
@@ -212,7 +247,7 @@ def _write_html(
         for r in front_rows
     )
     legend = (
-        "Grey: all trials. Red: Pareto front of the plotted pair (step line). "
+        "Grey: all trials, with their 95 % intervals over seeds. Red: Pareto front of the plotted pair (step line). "
         + ("Blue rings: front over all objectives. " if len(objectives) > 2 else "")
         + "".join(f"{html.escape(t)} ({html.escape(k)}): large marker. " for k, t in highlight.items())
         + "Hover a point for its details."
@@ -236,14 +271,17 @@ def plot_frontier(
     *,
     highlight: dict[str, str] | None = None,
     title: str = "",
+    noise=None,
 ) -> None:
     """Write a PNG and a self-contained offline HTML plot of the trials and their frontier.
 
     One panel per pair (first objective on the y axis against each other objective on the x
     axis). All trials are grey, the pair's Pareto front is red and joined by a step line; with
     three or more objectives the all-objective front is ringed in blue. Rows whose ``label``
-    key is a key of ``highlight`` get a large marker captioned with the mapped text. The HTML
-    uses inline SVG with per-point ``<title>`` tooltips and loads nothing external.
+    key is a key of ``highlight`` get a large marker captioned with the mapped text. A row with
+    ``<metric>_ci95`` (a mean over seeds) gets error bars of its 95 % interval. With ``noise`` (see
+    :func:`search.frontier.frontier_table`) the frontier is the noise-aware one. The HTML uses inline
+    SVG with per-point ``<title>`` tooltips and loads nothing external.
 
     Raises:
         ValueError: if fewer than two objectives are given.
@@ -251,9 +289,9 @@ def plot_frontier(
     if len(objectives) < 2:
         raise ValueError("plot_frontier needs at least two objectives")
     highlight = dict(highlight or {})
-    panels = build_panels(rows, objectives)
+    panels = build_panels(rows, objectives, noise)
     png, page = Path(path_png), Path(path_html)
     png.parent.mkdir(parents=True, exist_ok=True)
     page.parent.mkdir(parents=True, exist_ok=True)
     _write_png(panels, png, highlight, title)
-    _write_html(panels, frontier_table(rows, objectives), objectives, page, highlight, title)
+    _write_html(panels, frontier_table(rows, objectives, noise), objectives, page, highlight, title)

@@ -235,7 +235,8 @@ def _frontier_section(
         state = "large marker" if present else "not among these trials"
         marks.append(f'<span style="color:{color}">&#9679;</span> {html.escape(text)}: {state}.')
     parts.append(
-        '<p class="note">Grey: all trials. Red: Pareto front of the plotted pair (step line). '
+        '<p class="note">Grey: all architectures, with the 95 % interval of each mean over seeds (grey bars, '
+        "clipped to the panel). Red: Pareto front of the plotted pair (step line). "
         "Blue rings: the frontier in the table above. "
         + " ".join(marks)
         + " Hover a point for its details.</p>"

@@ -213,7 +213,7 @@ def sweep_config(args: argparse.Namespace, space):
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     else:
-        samples = min(space.size, 32 if gpus else 3)
+        samples = min(space.size, 32 if gpus else 5)
     concurrent = args.max_concurrent or (
         max(1, int(gpus // gpus_per_trial)) if gpus and gpus_per_trial else 1
     )

@@ -130,6 +130,8 @@ class Budget:
     depth: float = 1.0  # repeat multiplier for the proxy model (1.0: as written)
     hidden_dim: int | None = None  # RT-DETR decoder hidden dim (None: Ultralytics' 256); a multiple of 8
     queries: int | None = None  # RT-DETR decoder object queries (None: Ultralytics' 300)
+    ffn: int | None = None  # RT-DETR decoder feed-forward width (None: Ultralytics' 1024)
+    denoising: int | None = None  # RT-DETR denoising queries in training (None: Ultralytics' 100; 0: none)
     lr0: float | None = None  # initial learning rate (None: Ultralytics' default)
     patience: int | None = None  # early-stopping patience in epochs (None: Ultralytics' default)
     workers: int | None = None  # dataloader workers; 0 loads in the main process (None: default)
@@ -140,7 +142,8 @@ class Budget:
     @property
     def is_proxy(self) -> bool:
         """Whether this budget trains a scaled-down proxy instead of the architecture as written."""
-        return self.width != 1 or self.depth != 1 or self.hidden_dim is not None or self.queries is not None
+        decoder = (self.hidden_dim, self.queries, self.ffn, self.denoising)
+        return self.width != 1 or self.depth != 1 or any(v is not None for v in decoder)
 
 
 @dataclass(frozen=True)
@@ -372,7 +375,17 @@ def _constraints(path: str, raw: Any) -> Constraints:
     return Constraints(**raw)
 
 
-_BUDGET_INTS = ("epochs", "imgsz", "batch", "hidden_dim", "queries", "patience", "workers")
+_BUDGET_INTS = (
+    "epochs",
+    "imgsz",
+    "batch",
+    "hidden_dim",
+    "queries",
+    "ffn",
+    "denoising",
+    "patience",
+    "workers",
+)
 _BUDGET_KEYS = (
     "epochs",
     "imgsz",
@@ -382,6 +395,8 @@ _BUDGET_KEYS = (
     "depth",
     "hidden_dim",
     "queries",
+    "ffn",
+    "denoising",
     "lr0",
     "patience",
     "workers",
@@ -425,7 +440,7 @@ def _budget(path: str, name: str, raw: Any) -> Budget:
         kind = "an int" if k in _BUDGET_INTS else "a number"
         if not (_is_int(v) if k in _BUDGET_INTS else _is_num(v)):
             raise _err(path, f"{key}.{k}", f"expected {kind}, got {v!r}")
-        if v < 0 or (v == 0 and k != "workers"):  # 0 workers is meaningful: load in the main process
+        if v < 0 or (v == 0 and k not in ("workers", "denoising")):  # 0 of these is meaningful
             raise _err(path, f"{key}.{k}", f"must be positive, got {v!r}")
     if raw.get("fraction", 1.0) > 1:
         raise _err(path, f"{key}.fraction", f"must be in (0, 1], got {raw['fraction']!r}")

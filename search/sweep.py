@@ -833,6 +833,7 @@ def finalize(
             out_dir / "frontier.html",
             highlight={"base": BASE_TEXT, **{r.name: r.caption for r in space.references}},
             title=f"{space.name}: {len(rows)} architectures, {len(front)} on the frontier",
+            noise=noise,
         )
         artifacts += [out_dir / "frontier.png", out_dir / "frontier.html"]
     curve = None

@@ -262,8 +262,19 @@ def test_proxy_is_small_and_builds(placements):
     assert layers[5] == [-1, 2, "HGBlock", [48, 256, 5, True, False]]  # 6 repeats * 0.34
     assert layers[11] == [-1, 1, "AIFI", [256, 8]]
     assert layers[16] == [-1, 1, "RepC3", [64]]  # 3 repeats * 0.34
-    assert layers[28] == [[21, 24, 27], 1, "RTDETRDecoder", ["nc", 64, 100]]
+    # the decoder scaled with the rest: hidden dim, queries, feed-forward width and denoising queries
+    assert layers[28] == [[21, 24, 27], 1, "RTDETRDecoder", ["nc", 64, 100, 4, 8, 6, 256, 0.0, None, -1, 20]]
+    decoder = proxy.model[28]
+    assert decoder.num_queries == 100 and decoder.num_denoising == 20 and decoder.hidden_dim == 64
+    assert {layer.linear1.out_features for layer in decoder.decoder.layers} == {256}
     assert proxy_yaml["scales"] == placements.base_yaml["scales"]
+
+
+def test_a_budget_without_decoder_keys_keeps_the_decoders_args(placements):
+    plain = Budget("p", epochs=1, imgsz=160, batch=2, width=0.25)
+    layers = materialize(placements, {}, budget=plain)[0]["head"]
+    assert layers[-1] == [[21, 24, 27], 1, "RTDETRDecoder", ["nc", 256, 300]]
+    assert materialize(placements, {}, budget=placements.budgets["full"])[0]["head"][-1][3] == ["nc"]
 
 
 def test_proxy_reduces_aifi_heads_to_a_divisor(base):

@@ -129,6 +129,19 @@ def test_frontier_rows_and_base_marker(placements):
     assert doc.count('class="hl" fill="#e6b800"') == 2 and 'class="hl" fill="#2ca02c"' not in doc
 
 
+def test_means_over_seeds_are_drawn_with_their_intervals_and_ties_are_said(modes):
+    space, rows = modes
+    seeded = [{**r, "n_seeds": 2, "map50_95_ci95": 0.05, "map50_95_std": 0.004} for r in rows]
+    seeded[2]["map50_95_ci95"] = float("nan")  # one seed: no interval, no bar
+    noise = {"map50_95": (0.03, 3), "latency_ms": (0.1, 3), "gflops": (0.0, 0)}
+    doc = sweep_report(space, space.budgets["cpu"], seeded, noise=noise)
+    assert doc.count('class="bar"') == 2 * 2  # two rows with an interval, in each of the two panels
+    frontier = Tables(doc).find(id="frontier")
+    assert all("±" in cells[3][0] for cells in frontier if cells[2][0] == "2")
+    notes = doc[doc.index('id="noise-notes"') :].split("</ul>")[0]
+    assert "noise floor" in notes and "map50_95 0.03 (df 3)" in notes
+
+
 def test_reference_marker_by_hash_or_label(modes):
     """The modes space names the hand-made placement as a reference; the report marks it with its caption."""
     space, rows = modes

@@ -151,6 +151,18 @@ def test_the_noise_aware_frontier_is_tagged_and_attached_to_the_parent(grid_swee
     tagged = {a.info.run_id for a in archs if a.data.tags.get("pareto") == "true"}
     assert tagged == expected and tagged
     assert all(a.data.tags.get("pareto") in ("true", "false") for a in archs)
+    for a in archs:  # the frontier timed again at the end, one at a time, interleaved with the base
+        front = a.info.run_id in tagged
+        assert ("latency_final_ms" in a.data.metrics) == front and (
+            "latency_ratio_final" in a.data.metrics
+        ) == front
+    for t in trials:  # held-out scoring, both evaluators, the latency ratio to the base
+        assert (
+            t.data.tags["scored_split"] == "test"
+            and t.data.metrics["map50_95"] == t.data.metrics["map50_95_coco"]
+        )
+        assert "map50_95_ultralytics" in t.data.metrics and "map50_95_val" in t.data.metrics
+        assert 0.5 < t.data.metrics["latency_ratio"] < 2
     for t in trials:  # a seed carries its architecture's mark (the export picks frontier seeds by it)
         assert t.data.tags["pareto"] == ("true" if t.data.tags["mlflow.parentRunId"] in tagged else "false")
     assert parent.data.metrics["noise/map50_95_std"] == pytest.approx(noise["map50_95"][0])

@@ -1,0 +1,127 @@
+"""How noisy is a trial's result? The base trained with several seeds, exactly as a sweep trains it.
+
+Run: ``.venv/bin/python bench/noise.py [--space placements] [--budget cpu] [--seeds 5] [--jobs 2]
+[--set JSON] [--epochs N] [--target 0.02] [--out DIR]``
+
+It trains the space's unmodified base (every site ``keep``) once per seed (0 .. ``--seeds``-1) with
+``search.trial.run_trial``, as a sweep trial does: the budget's proxy model and training arguments, the
+built-in shapes dataset, ``best.pt`` chosen on its val split and scored on its held-out test split
+(COCO's protocol and Ultralytics'), latency measured anew and interleaved with a second copy of the
+base (so ``latency_ratio`` is a ratio of two identical models: its spread is pure measurement noise).
+``--jobs 2`` trains two seeds at once, one thread each, which is also the load a sweep's trials see.
+
+It prints one row per seed, then for each figure the mean, the seed standard deviation, the 95 %
+interval of the mean and the relative spread (std / mean), and a verdict: whether the seed std of
+mAP50-95 (test, COCO: what a sweep reports) is at most ``--target`` (0.02).
+
+How to read it. The seed std is the noise floor a sweep measures for itself from the base's seeds:
+two architectures whose mAP differs by less than about ``2.8 x std / sqrt(seeds)`` (the 95 %
+interval of a difference of two means) cannot be told apart at that many seeds. The val column is
+the split ``best.pt`` was chosen on (optimistic); test is the held-out figure. For latency, compare
+the relative spread of the absolute median with that of the ratio: the ratio cancels the machine's
+load, which moves both models alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+FIGURES = (
+    ("map50_95", "mAP50-95 test (COCO)"),
+    ("map50_95_ultralytics", "mAP50-95 test (Ultralytics)"),
+    ("map50_95_val", "mAP50-95 val (Ultralytics)"),
+    ("map50", "mAP50 test (COCO)"),
+    ("latency_ms", "latency ms (absolute median)"),
+    ("latency_ratio", "latency ratio to the base"),
+    ("train_s", "training s"),
+)
+
+
+def train_seed(space_name: str, budget: dict, seed: int, out: str) -> dict:
+    """One seed of the base, as a sweep trial trains it (in a worker process, one thread)."""
+    import torch
+
+    from search import ultra
+
+    ultra.offline()
+    torch.set_num_threads(1)
+    from search.materialize import materialize
+    from search.space import Budget, load_space
+    from search.trial import TrialSpec, run_trial
+
+    space = load_space(space_name)
+    b = Budget(**budget)
+    base = {s.name: s.default for s in space.sites}
+    model_yaml = materialize(space, base, budget=b)[0]
+    spec = TrialSpec.from_budget(
+        model_yaml, b, Path(out) / f"seed{seed}", seed=seed, device="cpu", fresh_cost=True,
+        reference_yaml=model_yaml, map_evaluator=space.map_evaluator,
+    )  # fmt: skip
+    result = run_trial(spec)
+    return {"seed": seed, **{k: result.get(k) for k, _ in FIGURES}}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--space", default="placements")
+    p.add_argument("--budget", default="cpu")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--jobs", type=int, default=2, help="seeds trained at once (one thread each)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--set", default="{}", help="budget keys to change for this run, as JSON")
+    p.add_argument("--target", type=float, default=0.02)
+    p.add_argument("--out", help="keep the trials here (default: a temporary folder)")
+    args = p.parse_args()
+
+    from search import ultra
+
+    ultra.offline()
+    from search.space import load_space
+    from search.stats import summarize
+
+    space = load_space(args.space)
+    budget = dataclasses.replace(space.budgets[args.budget], **json.loads(args.set))
+    if args.epochs:
+        budget = dataclasses.replace(budget, epochs=args.epochs)
+    print(f"space {space.name}, budget {budget}", flush=True)
+    out = args.out or tempfile.mkdtemp(prefix="noise-")
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        jobs = [
+            pool.submit(train_seed, space.name, dataclasses.asdict(budget), seed, out)
+            for seed in range(args.seeds)
+        ]
+        rows = [job.result() for job in jobs]
+    wall = time.perf_counter() - started
+    print(f"\n{args.seeds} seeds of the base in {wall / 60:.1f} min ({args.jobs} at once)\n")
+    print("seed  " + "  ".join(f"{k:>20s}" for k, _ in FIGURES))
+    for r in rows:
+        print(f"{r['seed']:>4d}  " + "  ".join(f"{r[k]:>20.4f}" for k, _ in FIGURES))
+    print(f"\n{'figure':32s} {'mean':>10s} {'seed std':>10s} {'95% ±':>10s} {'std/mean':>9s}")
+    stats = {}
+    for key, label in FIGURES:
+        s = summarize(r[key] for r in rows)
+        stats[key] = s
+        print(f"{label:32s} {s.mean:10.4f} {s.std:10.4f} {s.half:10.4f} {s.std / s.mean:9.1%}")
+    lat, ratio = stats["latency_ms"], stats["latency_ratio"]
+    print(
+        f"\nlatency: the absolute median moves by {lat.std / lat.mean:.1%} (std/mean) from seed to seed, the "
+        f"ratio to the base timed interleaved by {ratio.std / ratio.mean:.1%}"
+    )
+    std = stats["map50_95"].std
+    verdict = "PASS" if std <= args.target else "FAIL"
+    print(f"{verdict}: seed std of mAP50-95 (test, COCO) {std:.4f} vs target <= {args.target}")
+    return 0 if verdict == "PASS" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
