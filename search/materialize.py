@@ -129,8 +129,52 @@ def materialize(
         The model yaml dict (build it with Ultralytics after ``ghost_blocks.register()``) and its
         :func:`arch_hash`.
     """
-    params = validate_params(space, params)
     base = space.base_yaml if base is None else base
+    layers = base["backbone"] + base["head"]
+    replaced, inserted = _changes(space, params, base)
+    start, out = _indices(len(layers), inserted)
+    n_backbone = len(base["backbone"])
+    backbone, head = [], []
+    for j, layer in enumerate(layers):
+        f, n, m, args = copy.deepcopy(replaced.get(j, layer))
+        dest = backbone if j < n_backbone else head
+        dest.append([_remap(f, j, start[j], out), n, m, args])
+        dest.extend(copy.deepcopy(inserted.get(j, [])))
+
+    new_lists = {"backbone": backbone, "head": head}
+    model = {k: new_lists[k] if k in new_lists else copy.deepcopy(v) for k, v in base.items()}
+    if budget is not None and budget.is_proxy:
+        _scale(backbone + head, budget)
+    _fit_channels(model)
+    return model, arch_hash(model)
+
+
+def layer_map(space: Space, params: dict[str, str], base: dict | None = None) -> list[int]:
+    """The index each of the base model's layers has in the model :func:`materialize` builds for ``params``.
+
+    Inserted blocks shift the layers after them; a warm start renames a base checkpoint's
+    ``model.<i>.`` tensors with this map, so an unchanged layer receives its own weights.
+    """
+    base = space.base_yaml if base is None else base
+    n = len(base["backbone"]) + len(base["head"])
+    return _indices(n, _changes(space, params, base)[1])[0]
+
+
+def _indices(n: int, inserted: dict[int, list]) -> tuple[list[int], list[int]]:
+    """New index of each of ``n`` old layers, and of its output (the last block inserted after it)."""
+    start, out, k = [], [], 0
+    for j in range(n):
+        start.append(k)
+        k += 1 + len(inserted.get(j, ()))
+        out.append(k - 1)
+    return start, out
+
+
+def _changes(
+    space: Space, params: dict[str, str], base: dict
+) -> tuple[dict[int, list], dict[int, list[list]]]:
+    """The layers ``params`` replace (by index) and the blocks they insert after a layer, in site order."""
+    params = validate_params(space, params)
     layers = base["backbone"] + base["head"]
     channels = layer_channels(base)
     replaced: dict[int, list] = {}
@@ -150,27 +194,7 @@ def materialize(
             replaced[site.layer] = new
         else:  # chained after the layer in site order
             inserted.setdefault(site.layer, []).append(new)
-
-    # new index of each old layer, and of its output (the last block inserted after it)
-    start, out, k = [], [], 0
-    for j in range(len(layers)):
-        start.append(k)
-        k += 1 + len(inserted.get(j, ()))
-        out.append(k - 1)
-    n_backbone = len(base["backbone"])
-    backbone, head = [], []
-    for j, layer in enumerate(layers):
-        f, n, m, args = copy.deepcopy(replaced.get(j, layer))
-        dest = backbone if j < n_backbone else head
-        dest.append([_remap(f, j, start[j], out), n, m, args])
-        dest.extend(copy.deepcopy(inserted.get(j, [])))
-
-    new_lists = {"backbone": backbone, "head": head}
-    model = {k: new_lists[k] if k in new_lists else copy.deepcopy(v) for k, v in base.items()}
-    if budget is not None and budget.is_proxy:
-        _scale(backbone + head, budget)
-    _fit_channels(model)
-    return model, arch_hash(model)
+    return replaced, inserted
 
 
 def arch_hash(model_yaml: dict) -> str:

@@ -66,6 +66,8 @@ class Tag:
     PARETO = "pareto"  # "true" on the frontier's runs
     LATENCY_DEVICE = "latency_device"
     SCORED_SPLIT = "scored_split"  # the split a trial's mAP was scored on: "test", or "val" without one
+    WARM_START = "warm_start.from"  # the checkpoint a trial started from
+    FRESH_LAYERS = "warm_start.fresh_layers"  # its layers (indices in the trained model) not loaded from it
 
 
 ROLE_PARENT, ROLE_ARCH, ROLE_TRIAL = "parent", "architecture", "trial"
@@ -92,6 +94,16 @@ def run_row(run, site_names: list[str]) -> dict | None:
         "n_params": int(metrics.get("n_params", 0)),
         "latency_device": tags.get(Tag.LATENCY_DEVICE, ""),
         "scored_split": tags.get(Tag.SCORED_SPLIT, "val"),
+        "warm_start": {
+            **{
+                k: int(metrics[f"warm_start/{k}"])
+                for k in ("loaded", "skipped", "new")
+                if f"warm_start/{k}" in metrics
+            },
+            "fresh_layers": tags.get(Tag.FRESH_LAYERS, ""),
+        }
+        if Tag.WARM_START in tags
+        else None,
         "params": params,
         "label": "base" if all(v == "keep" for v in params.values()) else "",
     }

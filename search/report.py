@@ -370,6 +370,30 @@ def _effects_section(space: Space, rows: list[dict], noise=None) -> str:
     return f"{head}\n{note}\n" + _table(columns, body, ' id="effects"')
 
 
+def _warm_start_section(rows: list[dict]) -> str:
+    """What each architecture's trials loaded from the warm-start checkpoint ('' when none was used)."""
+    started = [r for r in rows if r.get("warm_start")]
+    if not started:
+        return ""
+    note = (
+        '<p class="note">The trials started from a checkpoint of the base: each architecture loaded every tensor '
+        "whose name and shape matched (a layer after an inserted block under its new index). <em>new</em> counts "
+        "the tensors that started from their initial values, in the layers listed as fresh.</p>"
+    )
+    body = [
+        "<tr>"
+        + _td(_choices_text(r))
+        + "".join(_td(r["warm_start"].get(k)) for k in ("loaded", "skipped", "new"))
+        + _td(r["warm_start"].get("fresh_layers") or "none")
+        + "</tr>"
+        for r in started
+    ]
+    table = _table(
+        ["architecture", "tensors loaded", "skipped", "new", "fresh layers"], body, ' id="warm-start"'
+    )
+    return f"<h2>Warm start</h2>\n{note}\n{table}"
+
+
 def _trials_section(space: Space, rows: list[dict]) -> str:
     head = "<h2>All trials</h2>"
     if not rows:
@@ -428,6 +452,7 @@ def sweep_report(
         _ablation_section(space, rows, noise),
         _effects_section(space, rows, noise),
         _trials_section(space, rows),
+        _warm_start_section(rows),
     ]
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{page_title}</title>'

@@ -3,6 +3,7 @@
     python -m search.run --space placements                 # a sweep (a small CPU run without a GPU)
     python -m search.run --space modes --sampler grid       # every point once, the base first
     python -m search.run --sampler ablation --repeats 2     # the base and every single change, 2 seeds
+    python -m search.run --from-sweep NAME --budget full    # train a past sweep's frontier again
     python -m search.run --space placements --dry-run       # build and cost architectures, no training
     python -m search.run --name NAME --resume               # continue an interrupted sweep
 
@@ -78,6 +79,17 @@ def _parser() -> argparse.ArgumentParser:
         ("--lr0", float),
     ):
         p.add_argument(flag, type=kind, help="override the budget's value")
+    p.add_argument(
+        "--weights",
+        help="warm start: a checkpoint of the base model; every trial loads each tensor whose name and shape "
+        "match (layers renamed to their places after insertions). Default: the budget's weights, if any",
+    )
+    p.add_argument(
+        "--from-sweep",
+        metavar="NAME",
+        help="train exactly the frontier of the past sweep NAME (in the same tracking store), in its space, "
+        "e.g. again with --budget full; the base comes first as in every sweep",
+    )
     p.add_argument("--scheduler", choices=("asha",), help="early stopping on mAP, per epoch")
     p.add_argument("--max-latency-ms", type=float, help="architectures slower than this are not trained")
     p.add_argument("--max-gflops", type=float, help="architectures costlier than this are not trained")
@@ -167,7 +179,7 @@ def dry_run(args: argparse.Namespace, space) -> int:
 
 
 # --------------------------------------------------------------------------------------------- sweep
-def sweep_config(args: argparse.Namespace, space):
+def sweep_config(args: argparse.Namespace, space, points: list[dict] | None = None):
     """Resolve flags into a SweepConfig, checking every input a user can get wrong."""
     import torch
     from ray import tune
@@ -184,10 +196,15 @@ def sweep_config(args: argparse.Namespace, space):
         raise UsageError(
             f"--samples {args.samples} > {space.size} points: the grid sampler runs each point once"
         )
-    if args.sampler == "ablation" and args.samples:
+    if args.sampler in ("ablation", "list") and args.samples:
         raise UsageError(
-            "--samples does not apply to --sampler ablation: it trains the base and every single change from it"
+            "--samples does not apply to --sampler ablation or --from-sweep: they train a fixed list of architectures"
         )
+    if args.weights and not Path(args.weights).is_file():
+        raise UsageError(f"--weights {args.weights}: no such file")
+    weights = space.budgets[budget].weights
+    if not args.weights and weights and not Path(weights).is_file():
+        raise UsageError(f"budget {budget!r} of space {space.name}: weights {weights}: no such file")
     if args.resume and not args.name:
         raise UsageError("--resume needs the --name of the sweep to continue")
     if args.data:
@@ -205,6 +222,8 @@ def sweep_config(args: argparse.Namespace, space):
         samples = args.samples
     elif args.sampler == "grid":
         samples = space.size
+    elif args.sampler == "list":
+        samples = len(points or [])
     elif args.sampler == "ablation":
         from .sweep import ablation_points
 
@@ -220,7 +239,10 @@ def sweep_config(args: argparse.Namespace, space):
     config = SweepConfig(
         space=space,
         budget=budget,
-        overrides={k: getattr(args, k) for k in ("epochs", "imgsz", "batch", "fraction", "lr0")},
+        overrides={
+            **{k: getattr(args, k) for k in ("epochs", "imgsz", "batch", "fraction", "lr0")},
+            "weights": str(Path(args.weights).resolve()) if args.weights else None,
+        },
         samples=samples,
         sampler=args.sampler,
         seed=args.seed,
@@ -242,6 +264,8 @@ def sweep_config(args: argparse.Namespace, space):
         max_failures=args.max_failures,
         repeats=args.repeats,
         count_references=args.count_references,
+        points=list(points or []),
+        from_sweep=args.from_sweep,
     )
     path = experiment_path(config)
     exists = path.exists() and tune.Tuner.can_restore(str(path))
@@ -310,6 +334,40 @@ def start_ray(address: str | None) -> None:
         ) from None
 
 
+def past_frontier(args: argparse.Namespace):
+    """The space of the past sweep ``--from-sweep`` and its frontier's points, read from MLflow."""
+    from .records import ROLE_ARCH, Tag
+    from .space import SpaceError, load_space
+    from .tracking import TrackingError, check_tracking, default_tracking_uri, find_parent
+
+    uri = args.tracking_uri or default_tracking_uri()
+    try:
+        check_tracking(uri)
+        parent = find_parent(uri, args.experiment, args.from_sweep)
+    except TrackingError as exc:
+        raise UsageError(str(exc)) from None
+    if parent is None:
+        raise UsageError(
+            f"--from-sweep {args.from_sweep}: no such sweep in experiment {args.experiment!r} at {uri}"
+        )
+    try:
+        space = load_space(parent.data.params["space_file"])
+    except (KeyError, SpaceError) as exc:
+        raise UsageError(f"--from-sweep {args.from_sweep}: its space cannot be read here: {exc}") from None
+    import mlflow
+
+    runs = mlflow.MlflowClient(tracking_uri=uri).search_runs(
+        [parent.info.experiment_id],
+        f"tags.`{Tag.SWEEP}` = '{args.from_sweep}' AND tags.`{Tag.ROLE}` = '{ROLE_ARCH}' AND tags.`{Tag.PARETO}` = 'true'",
+    )
+    points = [{site.name: r.data.params[site.name] for site in space.sites} for r in runs]
+    if not points:
+        raise UsageError(
+            f"--from-sweep {args.from_sweep}: the sweep has no frontier (no architecture tagged pareto=true)"
+        )
+    return space, sorted(points, key=lambda p: tuple(p.values()))
+
+
 def main(argv: list[str] | None = None) -> int:
     from .space import SpaceError, load_space
 
@@ -317,11 +375,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         _positive(args)
-        space = load_space(args.space)
+        points = []
+        if args.from_sweep:
+            space, points = past_frontier(args)
+            args.sampler = "list"
+        else:
+            space = load_space(args.space)
         if args.dry_run:
             ultra.setup()
             return dry_run(args, space)
-        config = sweep_config(args, space)
+        config = sweep_config(args, space, points)
         ultra.setup()
         start_ray(config.address)  # before anything is written to MLflow
     except (UsageError, SpaceError) as exc:

@@ -135,6 +135,9 @@ class Budget:
     lr0: float | None = None  # initial learning rate (None: Ultralytics' default)
     patience: int | None = None  # early-stopping patience in epochs (None: Ultralytics' default)
     workers: int | None = None  # dataloader workers; 0 loads in the main process (None: default)
+    # warm start: a checkpoint of the base model; every trial loads each tensor whose name (its layer renamed
+    # to its place after any insertion) and shape match. A relative path is relative to the space file.
+    weights: str | None = None
     # any other Ultralytics train() argument, e.g. {optimizer: AdamW, mosaic: 0.0}; checked against
     # Ultralytics' own list of arguments, and never one the service sets itself
     train: dict = field(default_factory=dict, hash=False)
@@ -400,6 +403,7 @@ _BUDGET_KEYS = (
     "lr0",
     "patience",
     "workers",
+    "weights",
     "train",
 )
 # train() arguments the service sets itself: a budget's `train` mapping may not hold them
@@ -434,6 +438,11 @@ def _budget(path: str, name: str, raw: Any) -> Budget:
     key = f"budgets.{name}"
     raw = _mapping(path, key, raw, _BUDGET_KEYS, ("epochs", "imgsz", "batch"))
     train = _train_args(path, f"{key}.train", raw.pop("train")) if "train" in raw else {}
+    weights = raw.pop("weights", None)
+    if weights is not None:
+        if not isinstance(weights, str) or not weights:
+            raise _err(path, f"{key}.weights", f"expected a checkpoint path, got {weights!r}")
+        weights = str((Path(path).parent / weights).resolve()) if not Path(weights).is_absolute() else weights
     for k, v in raw.items():
         if v is None and k not in ("epochs", "imgsz", "batch"):
             continue
@@ -454,7 +463,7 @@ def _budget(path: str, name: str, raw: Any) -> Budget:
             f"{key}.hidden_dim",
             f"must be a multiple of 8 (the decoder's 8 heads), got {raw['hidden_dim']}",
         )
-    return Budget(name=name, **raw, train=train)
+    return Budget(name=name, **raw, train=train, weights=weights)
 
 
 def _budgets(path: str, raw: Any) -> dict[str, Budget]:

@@ -57,10 +57,12 @@ from .stats import EXACT_METRICS
 from .tracking import SweepTracker, git_commit
 
 LOGGER = logging.getLogger(__name__)
-SAMPLERS = ("tpe", "nsga2", "random", "grid", "ablation")
-FIXED_SAMPLERS = ("grid", "ablation")  # a fixed list of points, in order, each once
+SAMPLERS = ("tpe", "nsga2", "random", "grid", "ablation", "list")
+# a fixed list of points, in order, each once; "list": the config's own points (e.g. a past sweep's frontier)
+FIXED_SAMPLERS = ("grid", "ablation", "list")
 
 
+WARM_COUNTS = ("loaded", "skipped", "new")  # a warm start's tensor counts, logged as warm_start/<count>
 # Beside map50_95 and map50 (the space's evaluator's): both evaluators' figures and the val split's
 MAP_DETAILS = (
     "map50_95_coco",
@@ -123,6 +125,8 @@ class SweepConfig:
     max_gflops: float | None = None
     max_failures: int = 2  # retries after a worker or node dies; a trial's own error is never retried
     repeats: int = 1  # seeds per architecture (the base: at least 2)
+    points: list[dict] = field(default_factory=list)  # sampler "list": the architectures to train
+    from_sweep: str | None = None  # the past sweep whose frontier ``points`` are
     count_references: bool = False  # the references count toward `samples` (tpe, nsga2, random)
 
 
@@ -149,6 +153,7 @@ def training_setup(config: SweepConfig) -> dict[str, str]:
         **{f"budget.{k}": v for k, v in dataclasses.asdict(budget).items() if k != "name"},
         "data": config.data or "built-in shapes",
         "data_fingerprint": dataset_fingerprint(config.data or builtin_dataset()),
+        "weights_fingerprint": file_fingerprint(budget.weights) if budget.weights else "none",
         "seed": config.seed,
         "max_latency_ms": config.max_latency_ms,
         "max_gflops": config.max_gflops,
@@ -170,6 +175,8 @@ SETUP_FLAGS = {
     "budget.lr0": "--lr0",
     "data": "--data",
     "data_fingerprint": "--data (the dataset's files changed)",
+    "budget.weights": "--weights",
+    "weights_fingerprint": "--weights (the checkpoint's content changed)",
     "seed": "--seed",
     "max_latency_ms": "--max-latency-ms",
     "max_gflops": "--max-gflops",
@@ -177,6 +184,17 @@ SETUP_FLAGS = {
     "map_evaluator": "the space's map_evaluator",
     "space_file": "--space",
 }
+
+
+def file_fingerprint(path: str) -> str:
+    """16 hex chars of a file's SHA-256 (a warm start's checkpoint: its name may stay, its content change)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def setup_changes(recorded: dict[str, str], now: dict[str, str]) -> list[str]:
@@ -324,7 +342,7 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
     import torch
     from ray import tune
 
-    from .materialize import arch_hash, materialize
+    from .materialize import arch_hash, layer_map, materialize
     from .trial import TrialFailed, TrialSpec, run_trial, with_classes
 
     ultra.setup()
@@ -445,6 +463,7 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
         fresh_cost=True,  # every seed measures its own latency: their spread is the latency's noise
         reference_yaml=ctx.base_yaml,  # ... interleaved with the base's, for a ratio that load cancels out of
         map_evaluator=space.map_evaluator,
+        layer_map=layer_map(space, params),  # a warm start's base layers, where insertions moved them
         max_latency_ms=ctx.max_latency_ms,
         max_gflops=ctx.max_gflops,
     )
@@ -465,6 +484,7 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
     tracker.log_metrics(  # the cost is already logged when an epoch was reported; the bookkeeping under trial/
         run_id,
         {k: result[k] for k in ("map50_95", "map50", *MAP_DETAILS) if k in result}
+        | {f"warm_start/{k}": result[f"warm_start_{k}"] for k in WARM_COUNTS if f"warm_start_{k}" in result}
         | ({} if cost_logged else cost)
         | {"trial/epochs_done": result["epochs_done"], "trial/train_s": result["train_s"]},
     )
@@ -478,6 +498,14 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
             Tag.LATENCY_DEVICE: result["latency_device"],
             Tag.SCORED_SPLIT: result["scored_split"],
             "weights": result["weights"],
+            **(
+                {
+                    Tag.WARM_START: budget.weights,
+                    Tag.FRESH_LAYERS: ",".join(map(str, result["warm_start_fresh_layers"])),
+                }
+                if "warm_start_fresh_layers" in result
+                else {}
+            ),
         },
     )
     tracker.finish(run_id)
@@ -518,10 +546,12 @@ def ablation_points(space: Space) -> list[dict[str, str]]:
     ]
 
 
-def sweep_points(space: Space, sampler: str, samples: int | None = None) -> list[dict[str, str]]:
+def sweep_points(
+    space: Space, sampler: str, samples: int | None = None, listed: list[dict] | None = None
+) -> list[dict[str, str]]:
     """The points a sweep trains first, in order: the base and the space's references, then, for the
     fixed samplers, the rest of their list (``grid``: every point, up to ``samples``; ``ablation``:
-    every single change from the base). Each point once."""
+    every single change from the base; ``list``: ``listed``). Each point once."""
     import itertools
 
     base = base_point(space)
@@ -533,6 +563,8 @@ def sweep_points(space: Space, sampler: str, samples: int | None = None) -> list
         points += [dict(zip(names, combo, strict=True)) for combo in grid]
     elif sampler == "ablation":
         points += ablation_points(space)
+    elif sampler == "list":
+        points += [validate_params(space, dict(p)) for p in listed or []]
     unique = list({tuple(p.items()): p for p in points}.values())  # first occurrence wins, order kept
     return unique[:samples] if sampler == "grid" and samples else unique
 
@@ -549,7 +581,7 @@ def sweep_plan(config: SweepConfig) -> tuple[list[dict[str, str]], list[int], in
     With a sampler that searches (tpe, nsga2, random), ``samples`` architectures are sampled after the
     references, which do not count toward it unless ``count_references``.
     """
-    points = sweep_points(config.space, config.sampler, config.samples)
+    points = sweep_points(config.space, config.sampler, config.samples, config.points)
     seeds = [seeds_of(p, config.space, config.repeats) for p in points]
     sampled = 0
     if config.sampler not in FIXED_SAMPLERS:
@@ -1137,6 +1169,7 @@ def run_sweep(
             "samples": config.samples,
             "repeats": config.repeats,
             "count_references": config.count_references,
+            **({"from_sweep": config.from_sweep} if config.from_sweep else {}),
             **setup,
             "scheduler": config.scheduler or "none",
             "git_commit": git_commit() or "unknown",

@@ -63,6 +63,7 @@ class TrialSpec:
         None  # the base's model yaml: latency is timed interleaved with it (a ratio)
     )
     map_evaluator: str = "coco"  # what map50_95 and map50 are: COCO's protocol or Ultralytics' (both logged)
+    layer_map: list[int] | None = None  # with weights of the base: each base layer's index in this model
     # The caller's search.materialize.arch_hash of model_yaml, when model_yaml is already built for the
     # dataset's classes (a sweep has both); None: the trial sets the class count and hashes it itself.
     arch_hash: str | None = None
@@ -81,7 +82,7 @@ class TrialSpec:
             patience=budget.patience,
             lr0=budget.lr0,
             train_args={**budget.train, **kw.pop("train_args", {})},
-            **kw,
+            **{"weights": budget.weights, **kw},
         )
 
 
@@ -119,23 +120,45 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def _warm_start(model, weights: str) -> dict[str, int]:
-    """Load every tensor of ``weights`` whose name and shape match ``model``; say how many."""
+def _renamed(key: str, layer_map: list[int] | None) -> str:
+    """A base checkpoint's tensor name in the generated model: ``model.<i>.`` becomes ``model.<map[i]>.``."""
+    parts = key.split(".")
+    if layer_map is None or len(parts) < 2 or parts[0] != "model" or not parts[1].isdigit():
+        return key
+    index = int(parts[1])
+    return ".".join(["model", str(layer_map[index]) if index < len(layer_map) else parts[1], *parts[2:]])
+
+
+def _warm_start(model, weights: str, out: Path, layer_map: list[int] | None = None) -> dict[str, Any]:
+    """Load every tensor of ``weights`` whose name (after ``layer_map``) and shape match ``model``; say how many.
+
+    ``layer_map`` (see :func:`search.materialize.layer_map`) renames a base checkpoint's layers to
+    their places in this model, so a layer after an inserted block still receives its own tensors.
+    The matched tensors are loaded into ``model`` and handed to Ultralytics as its starting weights
+    (``warm_start.pt`` in ``out``): ``train()`` starts from them.
+    """
+    import torch
     from ultralytics.nn.tasks import load_checkpoint
 
     source, _ = load_checkpoint(weights)
-    theirs = source.float().state_dict()
+    theirs = {_renamed(k, layer_map): v for k, v in source.float().state_dict().items()}
     ours = model.model.state_dict()
-    loaded = sum(1 for k, v in theirs.items() if k in ours and ours[k].shape == v.shape)
-    model.load(weights)  # Ultralytics' own name+shape transfer; train() then starts from these weights
+    matched = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
+    model.model.load_state_dict(matched, strict=False)
+    start = Path(out) / "warm_start.pt"
+    torch.save({"model": model.model, "warm_start_from": str(weights)}, start)
+    model.load(str(start))  # Ultralytics' own starting-weights path: train() transfers them into its model
+    fresh = sorted({int(k.split(".")[1]) for k in ours if k not in matched and k.split(".")[1].isdigit()})
     counts = {
-        "warm_start_loaded": loaded,
-        "warm_start_skipped": len(theirs) - loaded,  # checkpoint tensors with no match in this model
-        "warm_start_new": len(ours) - loaded,  # this model's tensors left at their initial values
+        "warm_start_loaded": len(matched),
+        "warm_start_skipped": len(theirs) - len(matched),  # checkpoint tensors with no match in this model
+        "warm_start_new": len(ours) - len(matched),  # this model's tensors left at their initial values
+        "warm_start_fresh_layers": fresh,  # layers with at least one tensor not loaded
     }
     LOGGER.info(
-        "warm start from %s: %d tensors loaded, %d skipped, %d new in this model", weights, *counts.values()
-    )
+        "warm start from %s: %d tensors loaded, %d skipped, %d new in this model (fresh layers %s)",
+        weights, *list(counts.values())[:3], fresh,
+    )  # fmt: skip
     return counts
 
 
@@ -252,7 +275,7 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
     try:
         model = RTDETR(str(yaml_path))
         if spec.weights:
-            result.update(_warm_start(model, spec.weights))
+            result.update(_warm_start(model, spec.weights, out, spec.layer_map))
         reference = None
         if spec.reference_yaml is not None:
             from ultralytics.nn.tasks import RTDETRDetectionModel
@@ -444,11 +467,11 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
     """Resolve the CLI's flags into a TrialSpec; raises ValueError for bad input."""
     import yaml
 
-    from .materialize import materialize
+    from .materialize import layer_map, materialize
     from .space import Budget, load_space, validate_params
 
     budget: Budget | None = None
-    reference_yaml = None
+    reference_yaml = layers = None
     if args.space:
         space = load_space(args.space)
         try:
@@ -465,6 +488,7 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
         base = {site.name: site.default for site in space.sites}
         if all(base.values()):  # latency is timed against the base's, interleaved
             reference_yaml = materialize(space, base, budget=budget)[0]
+        layers = layer_map(space, validate_params(space, params))  # a base checkpoint's layers, here
     else:
         path = Path(args.model_yaml)
         if not path.is_file():
@@ -495,12 +519,13 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
         data=args.data,
         device=args.device,
         seed=args.seed,
-        weights=args.weights,
+        weights=args.weights or (budget.weights if budget is not None else None),
         latency_imgsz=args.latency_imgsz,
         max_latency_ms=getattr(constraints, "max_latency_ms", None),
         max_gflops=getattr(constraints, "max_gflops", None),
         train_args=dict(budget.train) if budget is not None else {},
         reference_yaml=reference_yaml,
+        layer_map=layers,
         map_evaluator=space.map_evaluator if args.space else "coco",
         **pick,
     )

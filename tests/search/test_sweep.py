@@ -388,6 +388,23 @@ def test_the_frontier_and_the_ablation_table_of_a_past_sweep_print_from_mlflow(g
     assert missing.returncode == 2 and "nope" in missing.stderr
 
 
+def test_from_sweep_trains_exactly_a_past_sweeps_frontier_again(grid_sweep):
+    """The second stage of a screening workflow: the frontier of one sweep, trained again (here with another
+    budget value), the base first as in every sweep; nothing else."""
+    tmp, _ = grid_sweep
+    parent, archs, _, _ = runs(tmp)
+    front = sorted(a.data.params["stage3"] for a in archs if a.data.tags["pareto"] == "true")
+    done = sweep(tmp, "--from-sweep", "ablation", "--name", "again", *TINY[:-2], "--fraction", "0.5")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    again, again_archs, again_trials, _ = sweep_runs(uri(tmp), "again")
+    assert again.data.params["sampler"] == "list" and again.data.params["from_sweep"] == "ablation"
+    assert again.data.params["budget.fraction"] == "0.5"
+    trained = sorted(a.data.params["stage3"] for a in again_archs)
+    assert trained == sorted({"keep", *front})  # the frontier, and the base the sweep measures its noise on
+    missing = sweep(tmp, "--from-sweep", "nope", "--name", "x", *TINY)
+    assert missing.returncode == 2 and "--from-sweep nope: no such sweep" in missing.stderr
+
+
 def test_the_ablation_sampler_trains_the_base_and_every_single_change_of_placements(tmp_path):
     """--sampler ablation: 1 + (each site's non-keep choices) architectures, each one change from the base,
     and the ablation table has a row for each change (replacements and insertions alike)."""
