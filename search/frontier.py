@@ -406,12 +406,14 @@ def _name(row: Mapping[str, Any]) -> str:
     return str(row.get("label") or choices_text(row.get("params") or {}))
 
 
-def frontier_notes(front: list[dict], objectives: Sequence[Objective], noise: Noise) -> list[str]:
+def frontier_notes(
+    front: list[dict], objectives: Sequence[Objective], noise: Noise, *, groups: bool = True
+) -> list[str]:
     """What the noise leaves undecided on a frontier, as lines for a reader.
 
-    The noise floor used; objectives without a noise estimate; groups of members tied within noise
-    on every objective; and groups whose first objective differs only within noise (they are on the
-    frontier for their cost, not for it).
+    The noise floor used; objectives without a noise estimate; and with ``groups`` (rows that are a
+    frontier), groups of members tied within noise on every objective and groups whose first objective
+    differs only within noise (they are on the frontier for their cost, not for it).
     """
     metrics = [o.metric for o in objectives]
     measured = [f"{m} {fmt(noise[m][0])} (df {noise[m][1]})" for m in metrics if m in noise and noise[m][0]]
@@ -428,6 +430,8 @@ def frontier_notes(front: list[dict], objectives: Sequence[Objective], noise: No
             f"no noise estimate for {', '.join(unknown)} (no architecture has 2+ trained seeds): "
             "compared as if exact, so its differences may be noise"
         )
+    if not groups:
+        return notes
     ties = close_groups(front, metrics, noise)
     for group in ties:
         notes.append("tied within noise on every objective: " + " = ".join(_name(r) for r in group))

@@ -336,6 +336,8 @@ def _ablation_section(space: Space, rows: list[dict], noise) -> str:
 def _effect_text(e) -> str:
     if e.mean is None:
         return f"not identified: needs {e.needs} more trial{'s' if e.needs > 1 else ''}"
+    if e.metric in EXACT_METRICS:
+        return f"{e.mean:+.4g} (exact)"
     if e.half is None or not math.isfinite(e.half):
         return f"{e.mean:+.4g} (no noise estimate)"
     return f"{e.mean:+.4g} ± {e.half:.2g}"

@@ -938,7 +938,7 @@ def frontier_text(front: list[dict], space: Space, noise: dict | None = None, *,
             parts.append(f"latency device {device}:")
         parts.append(format_table(shown, cols))
         if noise is not None:
-            parts.extend(frontier_notes(rows, objectives, noise)[: None if notes else 2])
+            parts.extend(frontier_notes(rows, objectives, noise, groups=notes))
     return "\n".join(parts)
 
 
