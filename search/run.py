@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,7 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         help="GPUs each trial reserves, at most 1: a trial trains on one GPU; a fraction such as 0.5 packs "
         "several trials onto one GPU (default 1 when GPUs exist, else 0)",
     )
-    p.add_argument("--cpus-per-trial", type=float, default=1)
+    p.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        help="CPUs each trial reserves; its data loader gets one worker per CPU beyond the first (default 1 "
+        "without GPUs, else the node's CPUs shared by its trial slots)",
+    )
     p.add_argument("--data", help="an Ultralytics dataset yaml (default: the built-in shapes dataset)")
     for flag, kind in (
         ("--epochs", int),
@@ -185,7 +191,7 @@ def sweep_config(args: argparse.Namespace, space, points: list[dict] | None = No
     from ray import tune
 
     from .data import DataError, check_dataset
-    from .sweep import SweepConfig, experiment_path, setup_changes, training_setup
+    from .sweep import SweepConfig, default_cpus_per_trial, experiment_path, setup_changes, training_setup
     from .tracking import TrackingError, check_tracking, default_tracking_uri, find_parent
 
     gpus = torch.cuda.device_count()
@@ -248,7 +254,9 @@ def sweep_config(args: argparse.Namespace, space, points: list[dict] | None = No
         seed=args.seed,
         max_concurrent=concurrent,
         gpus_per_trial=gpus_per_trial,
-        cpus_per_trial=args.cpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial
+        if args.cpus_per_trial is not None
+        else default_cpus_per_trial(os.cpu_count() or 1, gpus, gpus_per_trial),
         data=str(Path(args.data).resolve()) if args.data else None,
         name=args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}",
         storage_path=str(Path(args.storage_path).resolve()),

@@ -186,6 +186,20 @@ SETUP_FLAGS = {
 }
 
 
+def loader_workers(cpus: float, budget_workers: int | None = None) -> int:
+    """A trial's data loader worker processes: the budget's, else one per CPU Ray gave the trial beyond
+    the one its training loop runs on (none with one CPU: loading in-process, as the CPU proxy wants)."""
+    return budget_workers if budget_workers is not None else max(0, int(cpus) - 1)
+
+
+def default_cpus_per_trial(cpus: int, gpus: int, gpus_per_trial: float) -> float:
+    """CPUs per trial by default: on a GPU machine, the node's CPUs shared by its trial slots (GPUs over
+    GPUs per trial), so each trial's data loading keeps its GPU busy; without GPUs, 1."""
+    if not gpus or not gpus_per_trial:
+        return 1
+    return max(1, cpus // max(1, int(gpus / gpus_per_trial)))
+
+
 def file_fingerprint(path: str) -> str:
     """16 hex chars of a file's SHA-256 (a warm start's checkpoint: its name may stay, its content change)."""
     import hashlib
@@ -452,10 +466,12 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
             (Path(d) / "epoch.json").write_text(json.dumps({"epoch": int(metrics["epoch"])}))
             tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(d))
 
+    cpus = float(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
     spec = TrialSpec.from_budget(
         model_yaml,
         budget,
         out,
+        workers=loader_workers(cpus, budget.workers),
         arch_hash=arch,  # model_yaml is built for the dataset's classes already
         data=ctx.data,
         device=device,
@@ -498,6 +514,9 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
             Tag.LATENCY_DEVICE: result["latency_device"],
             Tag.SCORED_SPLIT: result["scored_split"],
             "weights": result["weights"],
+            "amp": str(result["amp"]).lower(),
+            "amp_reason": result["amp_reason"],
+            "workers": spec.workers,
             **(
                 {
                     Tag.WARM_START: budget.weights,

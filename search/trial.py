@@ -78,7 +78,7 @@ class TrialSpec:
             imgsz=budget.imgsz,
             batch=budget.batch,
             fraction=budget.fraction,
-            workers=budget.workers or 0,
+            workers=kw.pop("workers", budget.workers or 0),
             patience=budget.patience,
             lr0=budget.lr0,
             train_args={**budget.train, **kw.pop("train_args", {})},
@@ -226,6 +226,33 @@ def _validation(
     ) if save_json and predictions.exists() else []
 
 
+AMP_CHECK_WEIGHTS = (
+    "yolo26n.pt"  # what Ultralytics' AMP check loads (from its weights folder, or the network)
+)
+
+
+def amp_decision(device: str, weights_dir: Path | None = None) -> tuple[bool, str]:
+    """Whether a trial trains with mixed precision, and why (logged with the trial).
+
+    On CPU, never (AMP is for accelerators). On a GPU, Ultralytics checks AMP first by running a
+    small model it downloads once; offline, that download cannot happen, so AMP is on only when that
+    model is already in Ultralytics' weights folder, and off, with the reason said, otherwise.
+    """
+    if device in ("cpu", "mps"):
+        return False, f"AMP off: {device} training"
+    if weights_dir is None:
+        from ultralytics.utils import WEIGHTS_DIR
+
+        weights_dir = Path(WEIGHTS_DIR)
+    check = Path(weights_dir) / AMP_CHECK_WEIGHTS
+    if check.is_file():
+        return True, f"AMP on: Ultralytics' AMP check runs offline with {check}"
+    return False, (
+        f"AMP off: Ultralytics' AMP check needs {check}, which is not there and is never downloaded "
+        "(offline); put that file there to train with AMP"
+    )
+
+
 def has_test_split(data: str) -> bool:
     """Whether a dataset yaml names a held-out ``test`` split."""
     import yaml
@@ -307,6 +334,9 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
         (out / "trial.json").write_text(json.dumps(result, indent=2))
         return result
 
+    amp, amp_reason = amp_decision(device)
+    if device != "cpu" and not amp:
+        LOGGER.warning("%s", amp_reason)
     state: dict[str, Any] = {"in_epoch": False, "epochs_done": 0, "final": None}
 
     def on_train_epoch_end(trainer) -> None:
@@ -356,12 +386,13 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
         "exist_ok": True,
         "plots": False,
         "verbose": False,
-        "amp": device != "cpu",  # on CPU the AMP check would download weights
+        "amp": amp,
         **({"patience": spec.patience} if spec.patience is not None else {}),
         **({"lr0": spec.lr0} if spec.lr0 is not None else {}),
         **spec.train_args,
     }
     train_start = time.perf_counter()
+    result["amp"], result["amp_reason"] = amp, amp_reason
     run_dir = out / "train"
     scored = run_dir / "weights" / "best.pt"  # what Ultralytics' final validation scores
     done = 0

@@ -163,6 +163,9 @@ def test_the_noise_aware_frontier_is_tagged_and_attached_to_the_parent(grid_swee
         )
         assert "map50_95_ultralytics" in t.data.metrics and "map50_95_val" in t.data.metrics
         assert 0.5 < t.data.metrics["latency_ratio"] < 2
+        # on CPU: no AMP (and why), data loaded in-process (one CPU per trial)
+        assert t.data.tags["amp"] == "false" and t.data.tags["amp_reason"] == "AMP off: cpu training"
+        assert t.data.tags["workers"] == "0"
     for t in trials:  # a seed carries its architecture's mark (the export picks frontier seeds by it)
         assert t.data.tags["pareto"] == ("true" if t.data.tags["mlflow.parentRunId"] in tagged else "false")
     assert parent.data.metrics["noise/map50_95_std"] == pytest.approx(noise["map50_95"][0])

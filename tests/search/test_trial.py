@@ -305,3 +305,26 @@ def test_a_checkpoint_holding_foreign_objects_is_refused_before_ultralytics_open
     with pytest.raises(TrialFailed, match="refusing to load"):
         run_trial(spec, resume_from=resume / "last.pt")
     assert not marker.exists()
+
+
+def test_amp_is_decided_offline_and_said(tmp_path):
+    """On a GPU, Ultralytics' AMP check loads a small model it would download: offline, AMP is on only when
+    that model is already there, and the reason is part of the trial's result either way."""
+    from search.trial import AMP_CHECK_WEIGHTS, amp_decision
+
+    assert amp_decision("cpu", tmp_path) == (False, "AMP off: cpu training")
+    on, why = amp_decision("0", tmp_path)
+    assert not on and str(tmp_path / AMP_CHECK_WEIGHTS) in why and "never downloaded" in why
+    (tmp_path / AMP_CHECK_WEIGHTS).write_bytes(b"")
+    on, why = amp_decision("0", tmp_path)
+    assert on and why.startswith("AMP on")
+
+
+def test_data_loader_workers_follow_the_trials_cpus():
+    from search.sweep import default_cpus_per_trial, loader_workers
+
+    assert loader_workers(1) == 0 and loader_workers(1.5) == 0 and loader_workers(8) == 7
+    assert loader_workers(8, budget_workers=2) == 2  # a budget that says so wins
+    assert default_cpus_per_trial(16, 0, 0) == 1  # no GPU: the CPU proxy loads in-process
+    assert default_cpus_per_trial(16, 1, 1) == 16 and default_cpus_per_trial(16, 2, 1) == 8
+    assert default_cpus_per_trial(16, 1, 0.5) == 8 and default_cpus_per_trial(4, 8, 1) == 1
