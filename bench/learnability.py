@@ -156,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         f"params {result['n_params'] / 1e6:.2f} M   GFLOPs@640 {result['gflops']:.2f}   "
         f"latency {result['latency_ms']:.1f} ms @ {result['latency_imgsz']}"
     )
-    print(f"final validation (best.pt): mAP50 {result['map50']:.3f}  mAP50-95 {result['map50_95']:.3f}")
+    print(
+        f"best.pt on the {result['scored_split']} split ({result['map_evaluator']} protocol): mAP50 {result['map50']:.3f}  "
+        f"mAP50-95 {result['map50_95']:.3f}; on val (Ultralytics): mAP50-95 {result['map50_95_val']:.3f}"
+    )
     print(
         f"epochs run {result['epochs_done']}/{spec.epochs}   training {result['train_s']:.1f} s   "
         f"whole trial {total:.1f} s"
