@@ -20,7 +20,7 @@ import numpy as np
 from .space import Space
 from .stats import t975
 
-__all__ = ["Effect", "site_effects"]
+__all__ = ["Effect", "effects_by_choice", "site_effects"]
 
 
 @dataclass(frozen=True)
