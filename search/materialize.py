@@ -79,6 +79,7 @@ def _scale(layers: list, budget: Budget) -> None:
             for index, value in (
                 (1, budget.hidden_dim),
                 (2, budget.queries),
+                (5, budget.decoder_layers),
                 (6, budget.ffn),
                 (10, budget.denoising),
             ):
@@ -86,7 +87,11 @@ def _scale(layers: list, budget: Budget) -> None:
                     full[index] = value
             keep = max(
                 [3, len(args)]
-                + [i + 1 for i, v in ((6, budget.ffn), (10, budget.denoising)) if v is not None]
+                + [
+                    i + 1
+                    for i, v in ((5, budget.decoder_layers), (6, budget.ffn), (10, budget.denoising))
+                    if v is not None
+                ]
             )
             args[:] = full[:keep]
 

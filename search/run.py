@@ -97,6 +97,18 @@ def _parser() -> argparse.ArgumentParser:
         "e.g. again with --budget full; the base comes first as in every sweep",
     )
     p.add_argument("--scheduler", choices=("asha",), help="early stopping on mAP, per epoch")
+    p.add_argument(
+        "--latency-precision",
+        choices=("fp16", "fp32"),
+        help="latency on a GPU: fp16 (the default, as papers quote it) or fp32; on the CPU always fp32",
+    )
+    p.add_argument(
+        "--latency-backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="onnxruntime: each trial also times its ONNX export with ONNX Runtime (CUDA's provider where "
+        "installed, else the CPU's), logged as latency_ort_ms beside torch's latency_ms",
+    )
     p.add_argument("--max-latency-ms", type=float, help="architectures slower than this are not trained")
     p.add_argument("--max-gflops", type=float, help="architectures costlier than this are not trained")
     p.add_argument("--name", help="sweep name (default: SPACE-DATE-TIME)")
@@ -224,6 +236,10 @@ def sweep_config(args: argparse.Namespace, space, points: list[dict] | None = No
     except TrackingError as exc:
         raise UsageError(str(exc)) from None
     gpus_per_trial = args.gpus_per_trial if args.gpus_per_trial is not None else (1 if gpus else 0)
+    if args.latency_precision == "fp16" and not gpus_per_trial:
+        raise UsageError(
+            "--latency-precision fp16 needs trials on a GPU (--gpus-per-trial > 0); on the CPU latency is fp32"
+        )
     if args.samples:
         samples = args.samples
     elif args.sampler == "grid":
@@ -274,6 +290,8 @@ def sweep_config(args: argparse.Namespace, space, points: list[dict] | None = No
         count_references=args.count_references,
         points=list(points or []),
         from_sweep=args.from_sweep,
+        latency_precision=args.latency_precision,
+        latency_backend=args.latency_backend,
     )
     path = experiment_path(config)
     exists = path.exists() and tune.Tuner.can_restore(str(path))

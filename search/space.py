@@ -132,6 +132,7 @@ class Budget:
     queries: int | None = None  # RT-DETR decoder object queries (None: Ultralytics' 300)
     ffn: int | None = None  # RT-DETR decoder feed-forward width (None: Ultralytics' 1024)
     denoising: int | None = None  # RT-DETR denoising queries in training (None: Ultralytics' 100; 0: none)
+    decoder_layers: int | None = None  # RT-DETR decoder layers (None: Ultralytics' 6)
     lr0: float | None = None  # initial learning rate (None: Ultralytics' default)
     patience: int | None = None  # early-stopping patience in epochs (None: Ultralytics' default)
     workers: int | None = None  # dataloader workers; 0 loads in the main process (None: default)
@@ -145,7 +146,7 @@ class Budget:
     @property
     def is_proxy(self) -> bool:
         """Whether this budget trains a scaled-down proxy instead of the architecture as written."""
-        decoder = (self.hidden_dim, self.queries, self.ffn, self.denoising)
+        decoder = (self.hidden_dim, self.queries, self.ffn, self.denoising, self.decoder_layers)
         return self.width != 1 or self.depth != 1 or any(v is not None for v in decoder)
 
 
@@ -386,6 +387,7 @@ _BUDGET_INTS = (
     "queries",
     "ffn",
     "denoising",
+    "decoder_layers",
     "patience",
     "workers",
 )
@@ -400,6 +402,7 @@ _BUDGET_KEYS = (
     "queries",
     "ffn",
     "denoising",
+    "decoder_layers",
     "lr0",
     "patience",
     "workers",

@@ -62,6 +62,9 @@ SAMPLERS = ("tpe", "nsga2", "random", "grid", "ablation", "list")
 FIXED_SAMPLERS = ("grid", "ablation", "list")
 
 
+# how a latency was timed (tags of a trial's run): precision, the versions, ONNX Runtime's provider
+LATENCY_SETTINGS = ("latency_precision", "latency_torch", "latency_cuda", "latency_ort_provider")
+ORT_METRICS = ("latency_ort_ms", "latency_ort_p90_ms", "latency_ort_iqr_ms")  # --latency-backend onnxruntime
 WARM_COUNTS = ("loaded", "skipped", "new")  # a warm start's tensor counts, logged as warm_start/<count>
 # Beside map50_95 and map50 (the space's evaluator's): both evaluators' figures and the val split's
 MAP_DETAILS = (
@@ -95,6 +98,8 @@ class SweepContext:
     seed: int = 0
     max_latency_ms: float | None = None
     max_gflops: float | None = None
+    latency_precision: str | None = None  # None: fp16 on a GPU, fp32 on the CPU
+    latency_backend: str = "torch"  # "onnxruntime": each trial also times its ONNX export
     poll_s: float = 5.0
     references: dict[str, str] = field(default_factory=dict)  # arch hash -> the reference it is ("base", ...)
     base_yaml: dict | None = None  # the base as trials build it: latency is timed against it (None: no base)
@@ -128,6 +133,8 @@ class SweepConfig:
     points: list[dict] = field(default_factory=list)  # sampler "list": the architectures to train
     from_sweep: str | None = None  # the past sweep whose frontier ``points`` are
     count_references: bool = False  # the references count toward `samples` (tpe, nsga2, random)
+    latency_precision: str | None = None  # None: fp16 on a GPU, fp32 on the CPU
+    latency_backend: str = "torch"  # "onnxruntime": each trial also times its ONNX export (latency_ort_ms)
 
 
 def resolved_budget(space: Space, name: str, overrides: dict) -> Budget:
@@ -158,6 +165,8 @@ def training_setup(config: SweepConfig) -> dict[str, str]:
         "max_latency_ms": config.max_latency_ms,
         "max_gflops": config.max_gflops,
         "map_evaluator": config.space.map_evaluator,
+        "latency_precision": config.latency_precision or "auto",
+        "latency_backend": config.latency_backend,
         "code_version": code_version(),
     }
     setup = {k: str(v) for k, v in values.items()}
@@ -182,6 +191,8 @@ SETUP_FLAGS = {
     "max_gflops": "--max-gflops",
     "code_version": "the code (ghost_blocks, the trial code, torch or Ultralytics changed)",
     "map_evaluator": "the space's map_evaluator",
+    "latency_precision": "--latency-precision",
+    "latency_backend": "--latency-backend",
     "space_file": "--space",
 }
 
@@ -482,6 +493,8 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
         layer_map=layer_map(space, params),  # a warm start's base layers, where insertions moved them
         max_latency_ms=ctx.max_latency_ms,
         max_gflops=ctx.max_gflops,
+        latency_precision=ctx.latency_precision,
+        latency_backend=ctx.latency_backend,
     )
     try:
         result = run_trial(spec, report=report, resume_from=resume_from)
@@ -497,11 +510,13 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
         tracker.finish(run_id)
         raise TrialInfeasible(f"over the cost constraints: {result['reason']}")
     final = {**cost, **{k: result[k] for k in ("map50_95", "map50", *MAP_DETAILS, "epochs_done", "train_s")}}
+    ort = {k: result[k] for k in ORT_METRICS if k in result}
     tracker.log_metrics(  # the cost is already logged when an epoch was reported; the bookkeeping under trial/
         run_id,
         {k: result[k] for k in ("map50_95", "map50", *MAP_DETAILS) if k in result}
         | {f"warm_start/{k}": result[f"warm_start_{k}"] for k in WARM_COUNTS if f"warm_start_{k}" in result}
         | ({} if cost_logged else cost)
+        | ort
         | {"trial/epochs_done": result["epochs_done"], "trial/train_s": result["train_s"]},
     )
     for path in (result["model_yaml"], result["results_csv"], out / "trial.json"):
@@ -512,6 +527,7 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
         {
             Tag.STATUS: OK,
             Tag.LATENCY_DEVICE: result["latency_device"],
+            **{k: result[k] for k in LATENCY_SETTINGS if k in result},
             Tag.SCORED_SPLIT: result["scored_split"],
             "weights": result["weights"],
             "amp": str(result["amp"]).lower(),
@@ -794,7 +810,7 @@ def base_yaml(space: Space, budget: Budget, nc: int) -> dict | None:
     return with_classes(materialize(space, base, budget=budget)[0], nc) if base is not None else None
 
 
-def remeasure(front: list[dict], space: Space, budget: Budget, nc: int) -> None:
+def remeasure(front: list[dict], space: Space, budget: Budget, nc: int, precision: str | None = None) -> None:
     """Time each frontier architecture again, one at a time, interleaved with the base, after every trial
     has ended (nothing trains on this machine now); adds ``latency_final_ms``, ``latency_ratio_final`` and
     ``latency_final_device`` to the rows. Skipped (with a log line) when the driver cannot reach the
@@ -802,7 +818,7 @@ def remeasure(front: list[dict], space: Space, budget: Budget, nc: int) -> None:
     import torch
     from ultralytics.nn.tasks import RTDETRDetectionModel
 
-    from .cost import deploy_form, device_name, latency
+    from .cost import deploy_form, device_name, latency, timing_plan
     from .materialize import materialize
     from .trial import with_classes
 
@@ -825,7 +841,9 @@ def remeasure(front: list[dict], space: Space, budget: Budget, nc: int) -> None:
             yaml = with_classes(materialize(space, row["params"], budget=budget)[0], nc)
             model = deploy_form(RTDETRDetectionModel(yaml, verbose=False))
             reference = deploy_form(RTDETRDetectionModel(base, verbose=False)) if base is not None else None
-            timed = latency(model, budget.imgsz, device, reference=reference)
+            timed = latency(
+                model, budget.imgsz, device, reference=reference, **timing_plan(device, precision)
+            )
             row["latency_final_ms"] = timed["latency_ms"]
             row["latency_ratio_final"] = timed.get("latency_ratio", math.nan)
             row["latency_final_device"] = device_name(device)
@@ -834,7 +852,13 @@ def remeasure(front: list[dict], space: Space, budget: Budget, nc: int) -> None:
 
 
 def finalize(
-    tracker: SweepTracker, parent_id: str, space: Space, budget: Budget, nc: int, out_dir: Path
+    tracker: SweepTracker,
+    parent_id: str,
+    space: Space,
+    budget: Budget,
+    nc: int,
+    out_dir: Path,
+    latency_precision: str | None = None,
 ) -> tuple[list[dict], dict]:
     """End every architecture run with its mean and spread; tag the noise-aware frontier; attach its
     table, plots and the sweep report to the parent; log the hypervolume and the noise floor."""
@@ -850,7 +874,7 @@ def finalize(
     ]
     noise = noise_of(rows, space)
     front = frontier_table(rows, objectives, noise)
-    remeasure(front, space, budget, nc)
+    remeasure(front, space, budget, nc, latency_precision)
     for row in front:
         if "latency_final_ms" in row:
             tracker.log_metrics(
@@ -1220,6 +1244,8 @@ def run_sweep(
         seed=config.seed,
         max_latency_ms=config.max_latency_ms,
         max_gflops=config.max_gflops,
+        latency_precision=config.latency_precision,
+        latency_backend=config.latency_backend,
         references=reference_hashes(space, budget, nc),
         base_yaml=base_yaml(space, budget, nc),
     )
@@ -1290,7 +1316,7 @@ def run_sweep(
     if pause:  # fault-injection window for tests: the driver dies after the trials, before the frontier
         say(f"[sweep] trials done; writing the frontier in {pause:g} s")
         time.sleep(pause)
-    front, noise = finalize(tracker, parent_id, space, budget, nc, path / "report")
+    front, noise = finalize(tracker, parent_id, space, budget, nc, path / "report", config.latency_precision)
     tracker.close_dangling(parent_id)
     tracker.finish(parent_id)
     say(

@@ -55,6 +55,8 @@ class TrialSpec:
     lr0: float | None = None
     weights: str | None = None  # warm start: tensors whose name and shape match are loaded
     latency_imgsz: int | None = None  # None: the training image size
+    latency_precision: str | None = None  # "fp16" or "fp32"; None: fp16 on a GPU, fp32 on the CPU
+    latency_backend: str = "torch"  # "onnxruntime": also time the exported ONNX model (latency_ort_*)
     max_latency_ms: float | None = None
     max_gflops: float | None = None
     train_args: dict = field(default_factory=dict)  # any other Ultralytics train() argument
@@ -226,6 +228,19 @@ def _validation(
     ) if save_json and predictions.exists() else []
 
 
+def _onnx_cost(model, folder: Path, imgsz: int, device, precision: str | None) -> dict:
+    """ONNX Runtime's latency of ``model``'s deploy form, exported as the winner export writes it."""
+    from .cost import onnx_latency, timing_plan
+    from .export import export_onnx, write_deploy
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "model.pt")
+    write_deploy(folder / "model.pt", folder / "deploy.pt")
+    onnx = export_onnx(folder / "deploy.pt", folder / "model.onnx", imgsz, None)
+    plan = {k: v for k, v in timing_plan(device, precision).items() if k != "precision"}
+    return onnx_latency(onnx, imgsz, device, **plan)
+
+
 AMP_CHECK_WEIGHTS = (
     "yolo26n.pt"  # what Ultralytics' AMP check loads (from its weights folder, or the network)
 )
@@ -280,7 +295,7 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
     import yaml
     from ultralytics import RTDETR
 
-    from .cost import measure_cost
+    from .cost import DeviceUse, device_key, measure_cost
     from .materialize import arch_hash
 
     ultra.setup()
@@ -315,7 +330,12 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
             device=torch_device(device),
             use_cache=not spec.fresh_cost,
             reference=reference,
+            precision=spec.latency_precision,
         )
+        if spec.latency_backend == "onnxruntime":
+            cost.update(
+                _onnx_cost(model, out / "onnx", latency_imgsz, torch_device(device), spec.latency_precision)
+            )
     except Exception as exc:  # a model that does not build or cannot be measured is a failed trial
         raise TrialFailed(f"building and measuring the model failed: {type(exc).__name__}: {exc}") from exc
     result.update(cost)
@@ -371,6 +391,13 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
 
     for event, fn in (("on_train_epoch_end", on_train_epoch_end), ("on_fit_epoch_end", on_fit_epoch_end)):
         model.add_callback(event, fn)
+    # on a GPU, every batch (training and validation) holds the device for its duration, so that a packed
+    # trial's latency timing on the same GPU never runs under it (search.cost.DeviceUse)
+    use = DeviceUse(device_key(torch_device(device)))
+    for event in ("on_train_batch_start", "on_val_batch_start"):
+        model.add_callback(event, lambda _: use.acquire())
+    for event in ("on_train_batch_end", "on_val_batch_end"):
+        model.add_callback(event, lambda _: use.release())
 
     train_args = {
         "data": data,
@@ -425,6 +452,8 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
             raise
         except Exception as exc:  # Ultralytics raises many kinds; the sweep records them, it does not crash
             raise TrialFailed(f"training failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            use.release()  # a batch that raised never reached its end callback
     train_s = time.perf_counter() - train_start
 
     final = state["final"]
@@ -437,7 +466,11 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
     result.update(map50_95_val=float(final[MAP_KEY]), map50_val=float(final[MAP50_KEY]))
     split = "test" if has_test_split(data) else "val"
     try:
-        final, predictions = _validation(scored, train_args, split, save_json=True)
+        use.acquire()
+        try:
+            final, predictions = _validation(scored, train_args, split, save_json=True)
+        finally:
+            use.release()
         coco = coco_map(predictions, data, split, len(names))
     except Exception as exc:  # noqa: BLE001 - Ultralytics and the COCO tools raise many kinds
         raise TrialFailed(
@@ -490,6 +523,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="'cpu', '0', ... (default: GPU 0 if there is one)")
     p.add_argument("--weights", help="warm start from a checkpoint (tensors matching by name and shape)")
     p.add_argument("--latency-imgsz", type=int, help="image size for latency (default: the training size)")
+    p.add_argument(
+        "--latency-precision", choices=("fp16", "fp32"), help="default: fp16 on a GPU, fp32 on the CPU"
+    )
+    p.add_argument("--latency-backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="onnxruntime: also time the exported ONNX model (latency_ort_ms)")  # fmt: skip
     p.add_argument("--out", default="runs/trial", help="output folder (default: runs/trial)")
     return p
 
@@ -543,6 +581,8 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
         raise ValueError(f"--fraction must be in (0, 1], got {pick['fraction']}")
     if args.weights and not Path(args.weights).is_file():
         raise ValueError(f"--weights {args.weights}: no such file")
+    if args.latency_precision == "fp16" and (args.device or default_device()) in ("cpu", "mps"):
+        raise ValueError("--latency-precision fp16 needs a CUDA device; on the CPU latency is timed in fp32")
     constraints = getattr(space, "constraints", None) if args.space else None
     return TrialSpec(
         model_yaml=model_yaml,
@@ -552,6 +592,8 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
         seed=args.seed,
         weights=args.weights or (budget.weights if budget is not None else None),
         latency_imgsz=args.latency_imgsz,
+        latency_precision=args.latency_precision,
+        latency_backend=args.latency_backend,
         max_latency_ms=getattr(constraints, "max_latency_ms", None),
         max_gflops=getattr(constraints, "max_gflops", None),
         train_args=dict(budget.train) if budget is not None else {},

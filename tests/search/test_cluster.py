@@ -63,8 +63,10 @@ def child_runs(tmp: Path) -> list[mlflow.entities.Run]:
 def make_cluster():
     made: list[Cluster] = []
 
-    def make(head_gpus: int) -> Cluster:
-        made.append(Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": head_gpus}))
+    def make(head_gpus: int, head_cpus: int = 1) -> Cluster:
+        made.append(
+            Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "num_gpus": head_gpus})
+        )
         return made[-1]
 
     yield make
@@ -93,6 +95,19 @@ def test_one_gpu_per_trial_on_a_two_node_cluster(tmp_path, make_cluster):
     base = [k for k in kids if k.data.params["stage3"] == "keep"]
     assert len(base) == 2 and base[0].info.start_time < base[1].info.end_time  # the seeds ran side by side
     assert slots[base[0].info.run_id] != slots[base[1].info.run_id]  # one GPU each
+
+
+def test_half_a_gpu_per_trial_packs_two_trials_onto_one_declared_gpu(tmp_path, make_cluster):
+    cluster = make_cluster(head_gpus=1, head_cpus=2)  # one GPU, declared: --gpus-per-trial 0.5
+    ray.init(address=cluster.address)
+    run_sweep(config(tmp_path, gpus_per_trial=0.5, max_concurrent=4), say=lambda line: None)
+    kids = child_runs(tmp_path)
+    assert len(kids) == 4 and all(k.info.status == "FINISHED" for k in kids)  # the base's 2 seeds, ori, gate
+    assert all(k.data.tags["trial.status"] == "ok" for k in kids), "every packed trial trained"
+    assert {k.data.tags["gpu_ids"] for k in kids} == {"0"}, "all on the one GPU"
+    spans = [(k.info.start_time, k.info.end_time) for k in kids]
+    at_once = max(sum(s <= start < e for s, e in spans) for start, _ in spans)
+    assert at_once == 2, f"two trials share the GPU at a time, never more: {at_once}"
 
 
 def test_a_node_lost_mid_trial_is_retried_elsewhere_and_the_sweep_completes(tmp_path, make_cluster):

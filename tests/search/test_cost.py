@@ -12,7 +12,17 @@ import torch
 from ultralytics import RTDETR
 from ultralytics.utils.torch_utils import get_flops, get_num_params
 
-from search.cost import deploy_form, latency, measure_cost, model_cost
+from search.cost import (
+    CostError,
+    DeviceUse,
+    deploy_form,
+    device_timing,
+    latency,
+    measure_cost,
+    model_cost,
+    onnx_latency,
+    timing_plan,
+)
 
 
 def test_unmodified_rtdetr_l_gives_ultralytics_own_fused_figures():
@@ -120,3 +130,80 @@ def test_gflops_equal_a_direct_count_at_640_for_every_shipped_site_and_choice(sp
     deployed = deploy_form(RTDETRDetectionModel(model_yaml, verbose=False))
     direct = thop.profile(deployed, inputs=[torch.empty(1, 3, 640, 640)], verbose=False)[0] / 1e9 * 2
     assert model_cost(deployed)["gflops"] == pytest.approx(direct, rel=1e-12)
+
+
+def test_latency_is_fp16_with_200_synchronised_runs_on_a_gpu_and_fp32_on_the_cpu():
+    gpu = timing_plan(torch.device("cuda:0"))
+    assert gpu["precision"] == "fp16" and gpu["min_runs"] >= 200
+    assert timing_plan(torch.device("cuda:0"), "fp32")["precision"] == "fp32"
+    assert timing_plan(torch.device("cpu")) == {"precision": "fp32"}
+    with pytest.raises(CostError, match="fp16 latency needs a CUDA device"):
+        timing_plan(torch.device("cpu"), "fp16")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))
+    with pytest.raises(CostError, match="fp16 needs CUDA"):
+        latency(net, 32, torch.device("cpu"), precision="fp16")
+
+
+def test_measured_cost_names_its_precision_and_versions(tmp_path, monkeypatch):
+    monkeypatch.setattr("search.cost.CACHE", tmp_path)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+    out = measure_cost(net, "abc123", latency_imgsz=32)
+    assert out["latency_precision"] == "fp32" and out["latency_torch"] == torch.__version__
+    assert out["latency_cuda"] == (torch.version.cuda or "none")
+
+
+def test_onnx_runtime_times_an_exported_model_under_its_own_name(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()).eval()
+    torch.onnx.export(net, (torch.rand(1, 3, 32, 32),), str(tmp_path / "m.onnx"), dynamo=False)
+    out = onnx_latency(tmp_path / "m.onnx", 32, torch.device("cpu"), min_runs=12, max_runs=12)
+    assert out["latency_ort_provider"] == "CPUExecutionProvider" and out["latency_ort_runs"] == 12
+    assert 0 < out["latency_ort_ms"] <= out["latency_ort_p90_ms"] and out["latency_ort_iqr_ms"] >= 0
+
+
+def test_gpu_timing_waits_for_the_batch_in_flight_and_holds_off_the_next(tmp_path, monkeypatch):
+    """Packed trials on one GPU: a timing never overlaps a training batch of any trial on that GPU."""
+    import threading
+
+    monkeypatch.setenv("RTDETR_SEARCH_LOCK_DIR", str(tmp_path))
+    events: list[str] = []
+    batch = DeviceUse("gpu-test")
+    other_gpu = DeviceUse("gpu-other")
+    batch.acquire()  # a batch of one trial is in flight
+    other_gpu.acquire()  # ... and one on another GPU, which a timing here does not wait for
+    started, timed = threading.Event(), threading.Event()
+
+    def timer() -> None:
+        started.set()
+        with device_timing("gpu-test"):
+            events.append("timing")
+            timed.wait(timeout=30)  # hold the GPU until the next batch is queued behind the timing
+        events.append("timing done")
+
+    def next_batch() -> None:
+        nxt = DeviceUse("gpu-test")
+        nxt.acquire()
+        events.append("next batch")
+        nxt.release()
+
+    t = threading.Thread(target=timer)
+    t.start()
+    started.wait(timeout=30)
+    t.join(timeout=0.5)
+    assert events == [], "the timing waits for the batch in flight"
+    batch.release()
+    for _ in range(100):
+        if events:
+            break
+        t.join(timeout=0.1)
+    assert events == ["timing"]
+    b = threading.Thread(target=next_batch)
+    b.start()
+    b.join(timeout=0.5)
+    assert events == ["timing"], "a new batch waits while the GPU is being timed"
+    timed.set()
+    t.join(timeout=30)
+    b.join(timeout=30)
+    assert events == ["timing", "timing done", "next batch"]
+    other_gpu.release()
+    with device_timing(None):  # the CPU: nothing to hold
+        pass

@@ -277,6 +277,15 @@ def test_a_budget_without_decoder_keys_keeps_the_decoders_args(placements):
     assert materialize(placements, {}, budget=placements.budgets["full"])[0]["head"][-1][3] == ["nc"]
 
 
+def test_a_budget_sets_the_decoders_layer_count(placements):
+    shallow = Budget("p", epochs=1, imgsz=160, batch=2, width=0.25, decoder_layers=3)
+    assert shallow.is_proxy
+    model_yaml = materialize(placements, {}, budget=shallow)[0]
+    assert model_yaml["head"][-1] == [[21, 24, 27], 1, "RTDETRDecoder", ["nc", 256, 300, 4, 8, 3]]
+    model, _ = _build(model_yaml)
+    assert len(model.model[-1].decoder.layers) == 3
+
+
 def test_proxy_reduces_aifi_heads_to_a_divisor(base):
     odd = copy.deepcopy(base)
     odd["head"][1] = [-1, 1, "AIFI", [1024, 12]]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 
 from tests.search.sweeps import sweep_runs
 
@@ -166,6 +167,10 @@ def test_the_noise_aware_frontier_is_tagged_and_attached_to_the_parent(grid_swee
         # on CPU: no AMP (and why), data loaded in-process (one CPU per trial)
         assert t.data.tags["amp"] == "false" and t.data.tags["amp_reason"] == "AMP off: cpu training"
         assert t.data.tags["workers"] == "0"
+        # how its latency was timed: on CPU fp32, with these versions
+        assert (
+            t.data.tags["latency_precision"] == "fp32" and t.data.tags["latency_torch"] == torch.__version__
+        )
     for t in trials:  # a seed carries its architecture's mark (the export picks frontier seeds by it)
         assert t.data.tags["pareto"] == ("true" if t.data.tags["mlflow.parentRunId"] in tagged else "false")
     assert parent.data.metrics["noise/map50_95_std"] == pytest.approx(noise["map50_95"][0])
@@ -288,6 +293,11 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on_without_training_an_a
         (["--space", "modes", "--resume"], "--name"),
         (["--space", "modes", "--resume", "--name", "never"], "no sweep named"),
         (["--space", "modes", "--gpus-per-trial", "2"], "--gpus-per-trial must be at most 1"),
+        (
+            ["--space", "modes", "--latency-precision", "fp16"],
+            "--latency-precision fp16 needs trials on a GPU",
+        ),
+        (["--space", "modes", "--latency-backend", "tensorrt"], "invalid choice: 'tensorrt'"),
         (["--space", "modes", "--address", "127.0.0.1:9"], "no Ray cluster answers"),
         (["--space", "modes", "--max-failures", "-1"], "--max-failures"),
         (["--space", "modes", "--repeats", "0"], "--repeats"),

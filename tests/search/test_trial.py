@@ -35,8 +35,9 @@ def trial_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
 def trained(tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("trial")
     done = trial_cli(
-        "--space", "modes", "--params", '{"stage3": "ori"}', "--budget", "cpu", *TINY, "--out", str(out)
-    )
+        "--space", "modes", "--params", '{"stage3": "ori"}', "--budget", "cpu", *TINY, "--out", str(out),
+        "--latency-backend", "onnxruntime",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1, "stdout holds exactly one JSON object"
@@ -57,6 +58,19 @@ def test_trial_prints_every_key_with_sane_values(trained):
         assert Path(result[key]).is_file(), key
     with open(result["results_csv"]) as fh:
         assert len(list(csv.DictReader(fh))) == 2  # one row per epoch, written by Ultralytics
+
+
+def test_latency_says_how_it_was_timed_and_onnx_runtime_times_the_export(trained):
+    result, out = trained
+    assert result["latency_precision"] == "fp32"  # the CPU: fp32 (fp16 is the default on a GPU)
+    assert result["latency_torch"] == torch.__version__ and result["latency_cuda"] == (
+        torch.version.cuda or "none"
+    )
+    # --latency-backend onnxruntime: the deploy form exported to ONNX and timed by ONNX Runtime, beside torch
+    assert (out / "onnx" / "model.onnx").is_file()
+    assert result["latency_ort_provider"] == "CPUExecutionProvider"
+    assert 0 < result["latency_ort_ms"] <= result["latency_ort_p90_ms"] and result["latency_ort_runs"] >= 10
+    assert result["latency_ort_ms"] != result["latency_ms"]
 
 
 def test_map_comes_from_a_real_ultralytics_validation_on_the_held_out_test_split(trained):
@@ -217,6 +231,8 @@ def test_a_missing_or_malformed_dataset_exits_2_before_training(tmp_path, data, 
         (["--space", "modes", "--params", '{"stage3": "nope"}'], "unknown choice 'nope'"),
         (["--space", "modes", "--epochs", "0"], "--epochs must be >= 1"),
         (["--model-yaml", "NONE"], "no such file"),
+        (["--space", "modes", "--device", "cpu", "--latency-precision", "fp16"], "fp16 needs a CUDA device"),
+        (["--space", "modes", "--latency-backend", "tensorrt"], "invalid choice: 'tensorrt'"),
     ],
 )
 def test_bad_flags_exit_2(tmp_path, args, needle):
