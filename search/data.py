@@ -19,7 +19,15 @@ import cv2
 import numpy as np
 import yaml
 
-__all__ = ["CLASS_NAMES", "DataError", "builtin_dataset", "check_dataset", "dataset_fingerprint"]
+__all__ = [
+    "CLASS_NAMES",
+    "DEFAULT_SIZES",
+    "DataError",
+    "builtin_dataset",
+    "builtin_sizes",
+    "check_dataset",
+    "dataset_fingerprint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +54,11 @@ IMG_FORMATS = {
 # Class hue centres (OpenCV hue, 0-179): colour hints the class, shape decides it.
 _CLASS_HUES = [0, 60, 120]
 _SPLITS = {"train": 0, "val": 1, "test": 2}
+# The built-in dataset's split sizes (train, val, test). best.pt is chosen on val; the reported mAP comes
+# from test, large so that a trial's figure does not hang on which few images it was scored on (with 32
+# test images the same models' seed spread read half again as large as with 512: bench/noise.py).
+DEFAULT_SIZES = (256, 32, 512)
+SIZES_ENV = "RTDETR_SEARCH_SHAPES"  # "TRAIN,VAL,TEST": other sizes (the test suite uses a smaller set)
 
 
 class DataError(ValueError):
@@ -171,13 +184,31 @@ def _discard(folder: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def builtin_sizes() -> tuple[int, int, int]:
+    """The built-in dataset's (train, val, test) sizes: ``$RTDETR_SEARCH_SHAPES`` or :data:`DEFAULT_SIZES`.
+
+    Raises:
+        DataError: the variable is not three counts ``TRAIN,VAL,TEST``.
+    """
+    raw = os.environ.get(SIZES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_SIZES
+    try:
+        sizes = tuple(int(v) for v in raw.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 3 or sizes[0] < 1 or sizes[1] < 1 or sizes[2] < 0:
+        raise DataError(f"{SIZES_ENV}={raw!r}: expected TRAIN,VAL,TEST image counts, e.g. 256,32,512")
+    return sizes  # type: ignore[return-value]
+
+
 def builtin_dataset(
     root: str | Path | None = None,
     *,
     seed: int = 0,
-    n_train: int = 64,
-    n_val: int = 32,
-    n_test: int = 32,
+    n_train: int | None = None,
+    n_val: int | None = None,
+    n_test: int | None = None,
     imgsz: int = 160,
 ) -> Path:
     """Generate (once) a small synthetic shapes detection dataset in Ultralytics YOLO format.
@@ -189,7 +220,7 @@ def builtin_dataset(
         root: Parent folder. Defaults to ``$RTDETR_SEARCH_CACHE/data``, else
             ``~/.cache/rtdetr-ghost-search/data``.
         seed: Random seed.
-        n_train: Number of training images.
+        n_train: Number of training images (None: from :func:`builtin_sizes`, as for the others).
         n_val: Number of validation images (the trainer picks ``best.pt`` on them).
         n_test: Number of held-out test images (a trial's reported mAP); 0 for no test split.
         imgsz: Square image side in pixels.
@@ -197,6 +228,10 @@ def builtin_dataset(
     Returns:
         Absolute path of the dataset's ``data.yaml``.
     """
+    sizes = builtin_sizes()
+    n_train, n_val, n_test = (
+        v if v is not None else d for v, d in zip((n_train, n_val, n_test), sizes, strict=True)
+    )
     if n_train < 1 or n_val < 1 or n_test < 0:
         raise ValueError(
             f"n_train and n_val must be >= 1 and n_test >= 0, got {n_train}, {n_val} and {n_test}"

@@ -98,6 +98,23 @@ def test_folder_name_from_parameters(tmp_path: Path) -> None:
     assert "s5" in p.parent.name and p.parent.name.endswith("-2-1-1-64")
 
 
+def test_split_sizes_default_to_a_large_test_split_and_follow_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from search.data import DEFAULT_SIZES, builtin_sizes
+
+    monkeypatch.delenv("RTDETR_SEARCH_SHAPES", raising=False)
+    assert builtin_sizes() == DEFAULT_SIZES == (256, 32, 512)  # what a sweep scores on without the variable
+    monkeypatch.setenv("RTDETR_SEARCH_SHAPES", "3,2,1")
+    p = builtin_dataset(tmp_path, seed=2, imgsz=64)
+    assert p.parent.name.endswith("-3-2-1-64")
+    assert [len(list((p.parent / "images" / s).iterdir())) for s in ("train", "val", "test")] == [3, 2, 1]
+    for bad in ("3,2", "a,b,c", "0,1,1"):
+        monkeypatch.setenv("RTDETR_SEARCH_SHAPES", bad)
+        with pytest.raises(DataError, match="expected TRAIN,VAL,TEST image counts"):
+            builtin_sizes()
+
+
 def test_default_root_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RTDETR_SEARCH_CACHE", str(tmp_path))
     p = builtin_dataset(seed=0, n_train=1, n_val=1, n_test=1, imgsz=64)

@@ -256,16 +256,17 @@ def test_proxy_is_small_and_builds(placements):
     proxy, out = _build(proxy_yaml)
     assert 1e6 < _n_params(proxy) < 4e6 and _n_params(proxy) < _n_params(full) / 8
     _check_output(out, proxy_yaml)
-    assert out[0].shape == (1, 100, 6)
+    assert out[0].shape == (1, 30, 6)
     layers = proxy_yaml["backbone"] + proxy_yaml["head"]
     assert layers[0] == [-1, 1, "HGStem", [8, 16]]
     assert layers[5] == [-1, 2, "HGBlock", [48, 256, 5, True, False]]  # 6 repeats * 0.34
     assert layers[11] == [-1, 1, "AIFI", [256, 8]]
     assert layers[16] == [-1, 1, "RepC3", [64]]  # 3 repeats * 0.34
-    # the decoder scaled with the rest: hidden dim, queries, feed-forward width and denoising queries
-    assert layers[28] == [[21, 24, 27], 1, "RTDETRDecoder", ["nc", 64, 100, 4, 8, 6, 256, 0.0, None, -1, 20]]
+    # the decoder scaled with the rest: hidden dim, queries, layers, feed-forward width and denoising queries
+    assert layers[28] == [[21, 24, 27], 1, "RTDETRDecoder", ["nc", 64, 30, 4, 8, 3, 256, 0.0, None, -1, 20]]
     decoder = proxy.model[28]
-    assert decoder.num_queries == 100 and decoder.num_denoising == 20 and decoder.hidden_dim == 64
+    assert decoder.num_queries == 30 and decoder.num_denoising == 20 and decoder.hidden_dim == 64
+    assert len(decoder.decoder.layers) == 3
     assert {layer.linear1.out_features for layer in decoder.decoder.layers} == {256}
     assert proxy_yaml["scales"] == placements.base_yaml["scales"]
 
