@@ -62,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--max-concurrent", type=int, help="trials at once (default: GPUs / gpus-per-trial, or 1 on CPU)"
+        "--max-concurrent",
+        type=int,
+        help="trials at once (default: GPUs / gpus-per-trial; without GPUs, CPUs / cpus-per-trial)",
     )
     p.add_argument(
         "--gpus-per-trial",
@@ -203,7 +205,14 @@ def sweep_config(args: argparse.Namespace, space, points: list[dict] | None = No
     from ray import tune
 
     from .data import DataError, check_dataset
-    from .sweep import SweepConfig, default_cpus_per_trial, experiment_path, setup_changes, training_setup
+    from .sweep import (
+        SweepConfig,
+        default_concurrency,
+        default_cpus_per_trial,
+        experiment_path,
+        setup_changes,
+        training_setup,
+    )
     from .tracking import TrackingError, check_tracking, default_tracking_uri, find_parent
 
     gpus = torch.cuda.device_count()
@@ -255,8 +264,13 @@ def sweep_config(args: argparse.Namespace, space, points: list[dict] | None = No
             raise UsageError(str(exc)) from None
     else:
         samples = min(space.size, 32 if gpus else 5)
-    concurrent = args.max_concurrent or (
-        max(1, int(gpus // gpus_per_trial)) if gpus and gpus_per_trial else 1
+    cpus_per_trial = (
+        args.cpus_per_trial
+        if args.cpus_per_trial is not None
+        else default_cpus_per_trial(os.cpu_count() or 1, gpus, gpus_per_trial)
+    )
+    concurrent = args.max_concurrent or default_concurrency(
+        os.cpu_count() or 1, gpus, gpus_per_trial, cpus_per_trial
     )
     config = SweepConfig(
         space=space,
@@ -270,9 +284,7 @@ def sweep_config(args: argparse.Namespace, space, points: list[dict] | None = No
         seed=args.seed,
         max_concurrent=concurrent,
         gpus_per_trial=gpus_per_trial,
-        cpus_per_trial=args.cpus_per_trial
-        if args.cpus_per_trial is not None
-        else default_cpus_per_trial(os.cpu_count() or 1, gpus, gpus_per_trial),
+        cpus_per_trial=cpus_per_trial,
         data=str(Path(args.data).resolve()) if args.data else None,
         name=args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}",
         storage_path=str(Path(args.storage_path).resolve()),

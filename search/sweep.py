@@ -211,6 +211,14 @@ def default_cpus_per_trial(cpus: int, gpus: int, gpus_per_trial: float) -> float
     return max(1, cpus // max(1, int(gpus / gpus_per_trial)))
 
 
+def default_concurrency(cpus: int, gpus: int, gpus_per_trial: float, cpus_per_trial: float) -> int:
+    """Trials at once by default: one per GPU slot (GPUs over GPUs per trial) on a GPU machine; without
+    GPUs, one per ``cpus_per_trial`` of the machine's CPUs (each trial trains on its own CPUs)."""
+    if gpus and gpus_per_trial:
+        return max(1, int(gpus // gpus_per_trial))
+    return max(1, int(cpus // max(cpus_per_trial, 1)))
+
+
 def file_fingerprint(path: str) -> str:
     """16 hex chars of a file's SHA-256 (a warm start's checkpoint: its name may stay, its content change)."""
     import hashlib

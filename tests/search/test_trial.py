@@ -344,3 +344,11 @@ def test_data_loader_workers_follow_the_trials_cpus():
     assert default_cpus_per_trial(16, 0, 0) == 1  # no GPU: the CPU proxy loads in-process
     assert default_cpus_per_trial(16, 1, 1) == 16 and default_cpus_per_trial(16, 2, 1) == 8
     assert default_cpus_per_trial(16, 1, 0.5) == 8 and default_cpus_per_trial(4, 8, 1) == 1
+
+
+def test_trials_at_once_fill_the_gpu_slots_or_the_cpus():
+    from search.sweep import default_concurrency
+
+    assert default_concurrency(2, 0, 0, 1) == 2  # 2 cores, no GPU: two one-CPU trials at once, not one
+    assert default_concurrency(16, 0, 0, 4) == 4 and default_concurrency(1, 0, 0, 1) == 1
+    assert default_concurrency(16, 2, 1, 8) == 2 and default_concurrency(16, 1, 0.5, 8) == 2  # GPU slots
