@@ -177,7 +177,7 @@ def test_gpu_timing_waits_for_the_batch_in_flight_and_holds_off_the_next(tmp_pat
         with device_timing("gpu-test"):
             events.append("timing")
             timed.wait(timeout=30)  # hold the GPU until the next batch is queued behind the timing
-        events.append("timing done")
+            events.append("timing done")  # still holding it: the next batch cannot have run yet
 
     def next_batch() -> None:
         nxt = DeviceUse("gpu-test")
