@@ -933,7 +933,8 @@ def finalize(
         for i, value in enumerate(values, 1):
             if i not in logged:  # a resumed sweep that already logged some steps does not log them twice
                 tracker.log_metrics(parent_id, {"hypervolume": value}, step=i)
-    tracker.log_metrics(parent_id, {f"noise/{m}_std": std for m, (std, _) in noise.items() if std})
+    # every measured noise, zero included (seeds that agree exactly); exact metrics (no degrees of freedom) have none
+    tracker.log_metrics(parent_id, {f"noise/{m}_std": std for m, (std, df) in noise.items() if df})
     report = sweep_report(space, budget, rows, front=front, hypervolumes=curve, noise=noise)
     artifacts.append(write_report(out_dir / "report.html", report))
     for path in artifacts:

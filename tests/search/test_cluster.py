@@ -114,7 +114,7 @@ def test_a_node_lost_mid_trial_is_retried_elsewhere_and_the_sweep_completes(tmp_
     cluster = make_cluster(head_gpus=0)  # a head without GPUs: trials land on worker nodes
     worker = cluster.add_node(num_cpus=1, num_gpus=1)
     ray.init(address=cluster.address)
-    cfg = config(tmp_path, samples=1, overrides={**TINY, "epochs": 3})
+    cfg = config(tmp_path, samples=1, overrides={**TINY, "epochs": 5})
     errors: list[BaseException] = []
 
     def sweep() -> None:
@@ -126,11 +126,12 @@ def test_a_node_lost_mid_trial_is_retried_elsewhere_and_the_sweep_completes(tmp_
     thread = threading.Thread(target=sweep)
     thread.start()
     deadline = time.time() + 600
-    # wait until Ray has stored the trial's first epoch checkpoint
-    while not list((tmp_path / "ray" / "cluster").glob("sweep_trial_*/checkpoint_*")):
+    # Wait until the driver has taken in an epoch's checkpoint: the trial is told to go on only after it, so
+    # an epoch logged after the first means the first's checkpoint is Ray's (its files alone are not enough).
+    while not (kids := child_runs(tmp_path)) or last_epoch(tmp_path, kids[0]) < 2:
         assert thread.is_alive() and time.time() < deadline, errors
         time.sleep(1)
-    first = child_runs(tmp_path)[0]  # the base's first seed (one GPU: its second seed waits)
+    first = kids[0]  # the base's first seed (one GPU: its second seed waits)
     lost = first.data.tags["node"]
     cluster.remove_node(worker)  # the node dies with the trial on it
     cluster.add_node(num_cpus=1, num_gpus=1)  # a replacement joins
@@ -141,7 +142,13 @@ def test_a_node_lost_mid_trial_is_retried_elsewhere_and_the_sweep_completes(tmp_
     run = runs[first.info.run_id]
     assert run.info.status == "FINISHED" and run.data.tags["trial.status"] == "ok"
     assert run.data.tags["node"] != lost, "retried on another node"
-    assert int(run.data.tags["resumed_from_epoch"]) >= 1 and run.data.metrics["trial/epochs_done"] == 3
+    assert int(run.data.tags["resumed_from_epoch"]) >= 1 and run.data.metrics["trial/epochs_done"] == 5
+
+
+def last_epoch(tmp: Path, run: mlflow.entities.Run) -> int:
+    """The last epoch ``run`` has logged its training losses for (0: none yet)."""
+    history = mlflow.MlflowClient(tracking_uri=uri(tmp)).get_metric_history(run.info.run_id, "train/giou_loss")
+    return max((m.step for m in history), default=0)
 
 
 def free_port() -> int:

@@ -44,12 +44,12 @@ def children(tmp: Path) -> list[mlflow.entities.Run]:
 
 
 def kill_driver_when(
-    tmp: Path, ready: Callable[[], bool], env: dict | None = None, limit_s: float = 600
+    tmp: Path, ready: Callable[[], bool], env: dict | None = None, limit_s: float = 600, extra: tuple = ()
 ) -> None:
     """Start a sweep, wait until ``ready()``, then SIGKILL the driver and the local Ray it started."""
     log = open(tmp / "first.log", "w")
     proc = subprocess.Popen(
-        command(tmp),
+        command(tmp, *extra),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -70,8 +70,8 @@ def kill_driver_when(
     time.sleep(3)  # Ray's trial workers exit once their raylet is gone
 
 
-def resume_and_check(tmp: Path) -> list[mlflow.entities.Run]:
-    done = subprocess.run(command(tmp, "--resume"), capture_output=True, text=True, timeout=1200)
+def resume_and_check(tmp: Path, extra: tuple = ()) -> list[mlflow.entities.Run]:
+    done = subprocess.run(command(tmp, *extra, "--resume"), capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     client = mlflow.MlflowClient(tracking_uri=uri(tmp))
     exp = client.get_experiment_by_name("rtdetr-ghost-search")
@@ -107,21 +107,33 @@ def test_killed_before_any_trial_finished(tmp_path):
 
 
 def test_killed_in_the_middle_of_a_trial_resumes_from_its_last_epoch(tmp_path):
-    def one_epoch_in() -> bool:  # a running trial reported epoch 1 of 2 and Ray has stored its checkpoint
-        storage = tmp_path / "ray" / "faulty"
-        return any(
-            k.info.status == "RUNNING"
-            and "train/giou_loss" in k.data.metrics
-            and list(storage.glob(f"sweep_trial_{k.data.tags['trial.id']}_*/checkpoint_*"))
-            for k in children(tmp_path)
-        )
+    epochs = ("--epochs", "4")
+    seen: list[float] = []  # when a running trial was first seen past its first epoch
 
-    kill_driver_when(tmp_path, one_epoch_in)
+    def checkpoint_saved() -> bool:
+        # A trial goes on to epoch 2 only after the driver has taken in epoch 1's checkpoint, and the
+        # driver's experiment state (what --resume reads) is saved after that: a state file written
+        # after the trial was seen in epoch 2 knows the checkpoint. Its files on disk alone do not.
+        if not seen:
+            client = mlflow.MlflowClient(tracking_uri=uri(tmp_path))
+            if any(
+                k.info.status == "RUNNING"
+                and max((m.step for m in client.get_metric_history(k.info.run_id, "train/giou_loss")), default=0)
+                >= 2
+                for k in children(tmp_path)
+            ):
+                seen.append(time.time())
+            return False
+        states = (tmp_path / "ray" / "faulty").glob("experiment_state-*.json")
+        return any(p.stat().st_mtime > seen[0] + 1 for p in states)
+
+    # the experiment state every second (Ray's default: every 10 s at first), so the kill lands mid-trial
+    kill_driver_when(tmp_path, checkpoint_saved, env={"TUNE_GLOBAL_CHECKPOINT_S": "1"}, extra=epochs)
     interrupted = {k.data.tags["trial.id"] for k in children(tmp_path) if k.info.status == "RUNNING"}
-    kids = resume_and_check(tmp_path)
+    kids = resume_and_check(tmp_path, extra=epochs)
     resumed = [k for k in kids if k.data.tags["trial.id"] in interrupted]
     assert resumed and all(int(k.data.tags["resumed_from_epoch"]) >= 1 for k in resumed)
-    assert all(k.data.metrics["trial/epochs_done"] == 2 for k in resumed)
+    assert all(k.data.metrics["trial/epochs_done"] == 4 for k in resumed)
 
 
 def test_killed_after_the_last_trial_before_the_frontier(tmp_path):
