@@ -1202,6 +1202,9 @@ def run_sweep(
 
     # A checkpoint every epoch is the point (resume from the last epoch): don't warn about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # ... and --resume reads the experiment state, which Ray saves every 10 s at first: a driver killed in
+    # that window would train the epoch again. Every 2 s: tens of kB of JSON.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     # Ray's own experiment banner, configuration table and TensorBoard hint: the Progress callback says it
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     space = config.space

@@ -147,7 +147,9 @@ def test_a_node_lost_mid_trial_is_retried_elsewhere_and_the_sweep_completes(tmp_
 
 def last_epoch(tmp: Path, run: mlflow.entities.Run) -> int:
     """The last epoch ``run`` has logged its training losses for (0: none yet)."""
-    history = mlflow.MlflowClient(tracking_uri=uri(tmp)).get_metric_history(run.info.run_id, "train/giou_loss")
+    history = mlflow.MlflowClient(tracking_uri=uri(tmp)).get_metric_history(
+        run.info.run_id, "train/giou_loss"
+    )
     return max((m.step for m in history), default=0)
 
 
