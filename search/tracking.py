@@ -422,7 +422,9 @@ class SweepTracker:
         return run.info.run_id
 
     def delete(self, run_id: str) -> None:
-        """Delete a run (it leaves the UI and every search)."""
+        """End a run as KILLED and delete it (it leaves the UI and every search; the store keeps it, deleted,
+        until ``mlflow gc``, and no deleted run is left RUNNING there)."""
+        self.client.set_terminated(run_id, "KILLED")
         self.client.delete_run(run_id)
 
     def runs_for_sweep(self, sweep_name: str) -> list[mlflow.entities.Run]:

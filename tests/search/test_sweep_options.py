@@ -152,16 +152,6 @@ def test_asha_stops_the_weak_trial_early_and_lets_the_others_finish_onto_the_fro
         heavy.info.run_id, "train/giou_loss")) < 3  # fmt: skip
 
 
-def test_asha_on_the_modes_grid_ends_with_a_frontier(tmp_path):
-    kids = sweep(tmp_path, "--epochs", "2", "--scheduler", "asha")
-    assert len(kids) == 4 and all(k.info.status == "FINISHED" for k in kids)
-    ok = [k for k in kids if k.data.tags["trial.status"] == "ok"]
-    assert ok and all(k.data.metrics["trial/epochs_done"] == 2 and "map50_95" in k.data.metrics for k in ok)
-    assert any(k.data.tags.get("pareto") == "true" for k in ok)
-    for kid in kids:
-        assert kid.data.tags["trial.status"] in ("ok", "stopped_early")
-
-
 def test_a_trial_waiting_for_an_architecture_whose_holder_was_killed_trains_it_itself(tmp_path):
     """The holder's worker is SIGKILLed mid-training: its run is marked lost (FAILED), and the trial that
     waited for it takes the architecture over instead of waiting forever."""

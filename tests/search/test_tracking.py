@@ -153,6 +153,16 @@ def test_finish_rejects_unknown_status(tracker: SweepTracker) -> None:
         tracker.finish(pid, status="DONE")
 
 
+def test_a_deleted_run_is_ended_first(tracker: SweepTracker) -> None:
+    """A seed that lost the race for its architecture's run deletes the one it opened: not left RUNNING."""
+    pid = tracker.parent("sweep", {}, {})
+    lost = tracker.create_child(pid, "architecture", {}, {})
+    tracker.delete(lost)
+    run = tracker.client.get_run(lost)
+    assert (run.info.lifecycle_stage, run.info.status) == ("deleted", "KILLED")
+    assert lost not in {r.info.run_id for r in tracker.children(pid)}
+
+
 def test_close_dangling_kills_running_children(tracker: SweepTracker) -> None:
     pid = tracker.parent("sweep", {}, {})
     done = tracker.child(pid, "a", {}, {})
