@@ -13,6 +13,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from tests.search.test_cluster import last_epoch
+
 pytestmark = pytest.mark.slow
 
 SAMPLES = 2  # architectures: the base (2 seeds) and the hand-made reference (1 seed)
@@ -115,13 +117,8 @@ def test_killed_in_the_middle_of_a_trial_resumes_from_its_last_epoch(tmp_path):
         # driver's experiment state (what --resume reads) is saved after that: a state file written
         # after the trial was seen in epoch 2 knows the checkpoint. Its files on disk alone do not.
         if not seen:
-            client = mlflow.MlflowClient(tracking_uri=uri(tmp_path))
-            epochs_logged = (
-                max((m.step for m in client.get_metric_history(k.info.run_id, "train/giou_loss")), default=0)
-                for k in children(tmp_path)
-                if k.info.status == "RUNNING"
-            )
-            if max(epochs_logged, default=0) >= 2:
+            running = [k for k in children(tmp_path) if k.info.status == "RUNNING"]
+            if max((last_epoch(tmp_path, k) for k in running), default=0) >= 2:
                 seen.append(time.time())
             return False
         states = (tmp_path / "ray" / "faulty").glob("experiment_state-*.json")
