@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gc
 import json
 import logging
 import math
@@ -368,6 +369,10 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
                 update_architecture(state["tracker"], state["arch_run"], ctx.space, state["seeds"])
             except Exception:  # noqa: BLE001 - the seed's own outcome is recorded; the summary is redone at the end
                 LOGGER.warning("could not update architecture run %s", state["arch_run"], exc_info=True)
+        # the worker may take the next trial (reuse_actors): free this one's model, data and GPU memory now
+        gc.collect()
+        if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+            sys.modules["torch"].cuda.empty_cache()
 
 
 def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
@@ -1311,7 +1316,9 @@ def run_sweep(
                 search_alg=make_searcher(config, record),
                 scheduler=scheduler,
                 num_samples=n_trials,
-                reuse_actors=False,
+                # a finished trial's worker takes the next trial: a new one would import torch,
+                # Ultralytics, MLflow and Ray again (about 10 s on a CPU, for a trial of a few seconds)
+                reuse_actors=True,
             ),
             run_config=run_config,
         )

@@ -109,27 +109,29 @@ def test_killed_before_any_trial_finished(tmp_path):
 
 
 def test_killed_in_the_middle_of_a_trial_resumes_from_its_last_epoch(tmp_path):
-    epochs = ("--epochs", "4")
-    seen: list[float] = []  # when a running trial was first seen past its first epoch
+    epochs = 5
+    seen: dict[str, float] = {}  # trial id -> when it was first seen past its first epoch
+    interrupted: list[str] = []
 
     def checkpoint_saved() -> bool:
         # A trial goes on to epoch 2 only after the driver has taken in epoch 1's checkpoint, and the
         # driver's experiment state (what --resume reads) is saved after that: a state file written
         # after the trial was seen in epoch 2 knows the checkpoint. Its files on disk alone do not.
-        if not seen:
-            running = [k for k in children(tmp_path) if k.info.status == "RUNNING"]
-            if max((last_epoch(tmp_path, k) for k in running), default=0) >= 2:
-                seen.append(time.time())
-            return False
-        states = (tmp_path / "ray" / "faulty").glob("experiment_state-*.json")
-        return any(p.stat().st_mtime > seen[0] + 1 for p in states)  # the sweep saves it every 2 s
+        # The kill lands while such a trial still has an epoch to go; one that ends first does not count.
+        running = [k for k in children(tmp_path) if k.info.status == "RUNNING"]
+        mid = [k.data.tags["trial.id"] for k in running if 2 <= last_epoch(tmp_path, k) < epochs]
+        for trial in mid:
+            seen.setdefault(trial, time.time())
+        states = list((tmp_path / "ray" / "faulty").glob("experiment_state-*.json"))
+        # the sweep saves its state every 2 s
+        interrupted[:] = [t for t in mid if any(p.stat().st_mtime > seen[t] + 1 for p in states)]
+        return bool(interrupted)
 
-    kill_driver_when(tmp_path, checkpoint_saved, extra=epochs)
-    interrupted = {k.data.tags["trial.id"] for k in children(tmp_path) if k.info.status == "RUNNING"}
-    kids = resume_and_check(tmp_path, extra=epochs)
+    kill_driver_when(tmp_path, checkpoint_saved, extra=("--epochs", str(epochs)))
+    kids = resume_and_check(tmp_path, extra=("--epochs", str(epochs)))
     resumed = [k for k in kids if k.data.tags["trial.id"] in interrupted]
     assert resumed and all(int(k.data.tags["resumed_from_epoch"]) >= 1 for k in resumed)
-    assert all(k.data.metrics["trial/epochs_done"] == 4 for k in resumed)
+    assert all(k.data.metrics["trial/epochs_done"] == epochs for k in resumed)
 
 
 def test_killed_after_the_last_trial_before_the_frontier(tmp_path):

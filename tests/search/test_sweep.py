@@ -134,6 +134,15 @@ def test_grid_sweep_with_seeds_records_an_architecture_run_with_its_seeds_beneat
         assert len(losses) == 2
 
 
+def test_the_sweep_trains_its_trials_in_reused_ray_workers(grid_sweep):
+    """Six trials, two at a time, in two Ray worker processes: a finished trial's worker takes the next
+    trial instead of a new process importing torch, Ultralytics, MLflow and Ray again (about 10 s each)."""
+    tmp, _ = grid_sweep
+    _, _, trials, _ = runs(tmp)
+    pids = [t.data.tags["pid"] for t in trials]
+    assert len(pids) == 6 and len(set(pids)) <= 2, pids
+
+
 def test_the_noise_aware_frontier_is_tagged_and_attached_to_the_parent(grid_sweep):
     tmp, done = grid_sweep
     parent, archs, trials, client = runs(tmp)
