@@ -19,8 +19,13 @@ size, goes through ``deploy.pt`` in PyTorch (fp32, eval) and through ONNX Runtim
 scores can swap places in fp32, which permutes the queries without changing them, so when the direct
 comparison fails the rows are matched one-to-one by nearest row before giving up.
 
-Pick rules (``--sweep``), among the sweep's FINISHED trial runs tagged ``trial.status=ok`` and
-``pareto=true`` (a run that reused another run's result is skipped: the original holds the weights):
+Pick rules (``--sweep``) choose an architecture of the sweep's frontier by its figures over its seeds
+(the architecture run's means), among the architectures with a FINISHED seed run tagged
+``trial.status=ok`` and ``pareto=true`` that trained its own weights (a run that reused another run's
+result is skipped: the original holds the weights). The export then takes the seed whose ``map50_95`` is
+nearest the architecture's mean (ties: the lower seed): a typical seed, not the luckiest one, so the
+exported model scores what the frontier says it does. ``export.json`` records the architecture's means,
+its number of seeds and the seed taken. The rules:
 
 * ``map``: the highest ``map50_95`` (ties: lower ``latency_ms``);
 * ``latency``: the lowest ``latency_ms`` (ties: higher ``map50_95``);
@@ -53,9 +58,12 @@ import numpy as np
 
 from . import ultra
 from .cli import Parser, start, usage_error
-from .records import EXPERIMENT, OK, Tag, run_row
+from .records import EXPERIMENT, OK, ROLE_ARCH, Tag, run_row
 
-__all__ = ["ATOL", "EXPERIMENT", "PICKS", "ExportError", "compare_outputs", "export_run", "knee", "pick_run"]
+__all__ = [
+    "ATOL", "EXPERIMENT", "PICKS", "ExportError", "compare_outputs", "export_run", "frontier_architectures", "knee",
+    "pick_run", "representative_seed",
+]  # fmt: skip
 
 LOGGER = logging.getLogger(__name__)
 PICKS = ("map", "latency", "knee")
@@ -118,6 +126,38 @@ def pick_run(runs: Sequence[Any], rule: str, objectives: Sequence[tuple[str, boo
         return min(usable, key=lambda r: r.data.metrics["latency_ms"])  # min keeps the first of ties
     points = [[r.data.metrics[m] for m, _ in objectives] for r in usable]
     return usable[knee(points, [up for _, up in objectives])]
+
+
+def representative_seed(seeds: Sequence[Any], mean: float) -> Any:
+    """The seed run whose ``map50_95`` is nearest ``mean`` (its architecture's); ties: the lower seed."""
+    if not seeds:
+        raise ValueError("`seeds` is empty")
+    return min(
+        seeds,
+        key=lambda r: (
+            abs(r.data.metrics.get("map50_95", math.inf) - mean),
+            int(r.data.params.get("seed", 0)),
+            r.info.run_id,
+        ),
+    )
+
+
+def frontier_architectures(client: Any, seeds: Sequence[Any]) -> list[tuple[Any, list[Any]]]:
+    """Frontier seed runs grouped by architecture: ``(architecture run, its seed runs)`` in first-seen order.
+
+    A seed whose parent is not an architecture run (a sweep recorded without one) stands for itself.
+    """
+    groups: dict[str, tuple[Any, list[Any]]] = {}
+    for seed in seeds:
+        parent_id = seed.data.tags.get(Tag.PARENT, "")
+        if parent_id not in groups:
+            parent = client.get_run(parent_id) if parent_id else None
+            if parent is None or parent.data.tags.get(Tag.ROLE) != ROLE_ARCH:
+                groups[seed.info.run_id] = (seed, [seed])
+                continue
+            groups[parent_id] = (parent, [])
+        groups[parent_id][1].append(seed)
+    return list(groups.values())
 
 
 # ------------------------------------------------------------------------------------------- MLflow
@@ -323,6 +363,7 @@ def export_run(
     out: Path,
     *,
     pick: str | None = None,
+    architecture: Any | None = None,
     weights: Path | None = None,
     imgsz: int | None = None,
     opset: int | None = None,
@@ -336,6 +377,7 @@ def export_run(
         run: The trial's finished MLflow run.
         out: The output folder (created).
         pick: The pick rule that chose the run, for the record.
+        architecture: The architecture run the pick chose, whose typical seed ``run`` is, for the record.
         weights: Use this checkpoint instead of the path recorded in the run's ``trial.json``.
         imgsz: Export size; default the trial's training size.
         opset: ONNX opset; default Ultralytics' choice.
@@ -393,6 +435,7 @@ def export_run(
         "arch_hash": run.data.tags.get(Tag.ARCH),
         "pick": pick or "run-id",
         "tracking_uri": client.tracking_uri,
+        "seed": run.data.params.get("seed"),
         "metrics": {k: run.data.metrics[k] for k in RECORDED if k in run.data.metrics},
         "weights": str(weights.resolve()),
         "imgsz": imgsz,
@@ -404,6 +447,13 @@ def export_run(
         },
         "check": check,
     }
+    if architecture is not None and architecture is not run:
+        record["architecture"] = {
+            "run_id": architecture.info.run_id,
+            "n_seeds": int(architecture.data.metrics.get("n_seeds", 1)),
+            "metrics": {k: architecture.data.metrics[k] for k in RECORDED if k in architecture.data.metrics},
+            "seed_rule": "the seed whose map50_95 is nearest the architecture's mean",
+        }
     (out / "export.json").write_text(json.dumps(record, indent=2))
     return record
 
@@ -447,9 +497,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ExportError(f"--atol must be > 0, got {args.atol}")
         client = open_store(args.tracking_uri or default_tracking_uri())
         pick = (args.pick or "knee") if args.sweep else None
+        architecture = None
         if args.sweep:
-            front = frontier_runs(client, args.experiment, args.sweep)
-            run = pick_run(front, pick, sweep_objectives(client, args.experiment, args.sweep))
+            groups = frontier_architectures(client, frontier_runs(client, args.experiment, args.sweep))
+            objectives = sweep_objectives(client, args.experiment, args.sweep)
+            architecture = pick_run([a for a, _ in groups], pick, objectives)
+            seeds = next(s for a, s in groups if a is architecture)
+            run = representative_seed(seeds, architecture.data.metrics["map50_95"])
         else:
             run = get_run(client, args.run_id)
         out = Path(args.out) if args.out else Path("runs") / "export" / run.info.run_id
@@ -458,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
             run,
             out,
             pick=pick,
+            architecture=architecture,
             weights=Path(args.weights) if args.weights else None,
             imgsz=args.imgsz,
             opset=args.opset,
@@ -468,6 +523,13 @@ def main(argv: list[str] | None = None) -> int:
         return usage_error(exc)
     check = record["check"]
     metrics = " ".join(f"{k} {v:.4g}" for k, v in record["metrics"].items())
+    if "architecture" in record:
+        arch = record["architecture"]
+        means = " ".join(f"{k} {v:.4g}" for k, v in arch["metrics"].items())
+        print(
+            f"[export] architecture {arch['run_id']} (pick {record['pick']}), over its {arch['n_seeds']} "
+            f"seed(s): {means}; exporting seed {record['seed']}, the one nearest its mean mAP50-95"
+        )
     print(f"[export] run {record['run_id']} (trial {record['trial_id']}, pick {record['pick']}): {metrics}")
     for name, path in record["files"].items():
         print(f"[export] {name}: {path}")

@@ -59,6 +59,39 @@ def test_pick_rules():
     assert export.pick_run(tie, "knee", (("map50_95", True), ("latency_ms", False))).info.run_id == "quick"
 
 
+def _seed(run_id: str, seed: int, parent: str, map50_95: float) -> SimpleNamespace:
+    return SimpleNamespace(
+        info=SimpleNamespace(run_id=run_id),
+        data=SimpleNamespace(metrics={"map50_95": map50_95}, params={"seed": str(seed)},
+                             tags={"mlflow.parentRunId": parent, "sweep.role": "trial"}),
+    )  # fmt: skip
+
+
+def test_the_export_takes_the_seed_nearest_its_architectures_mean_not_the_luckiest():
+    seeds = [_seed("lucky", 0, "a", 0.50), _seed("typical", 1, "a", 0.41), _seed("unlucky", 2, "a", 0.30)]
+    assert export.representative_seed(seeds, mean=0.40).info.run_id == "typical"
+    # equally near: the lower seed
+    assert export.representative_seed(seeds[::-1][1:], mean=0.355).info.run_id == "typical"
+    with pytest.raises(ValueError, match="empty"):
+        export.representative_seed([], 0.4)
+
+
+def test_frontier_seeds_are_grouped_under_their_architecture_runs():
+    arch = SimpleNamespace(
+        info=SimpleNamespace(run_id="a"), data=SimpleNamespace(tags={"sweep.role": "architecture"})
+    )
+    parent = SimpleNamespace(
+        info=SimpleNamespace(run_id="p"), data=SimpleNamespace(tags={"sweep.role": "parent"})
+    )
+    client = SimpleNamespace(get_run={"a": arch, "p": parent}.__getitem__)
+    s0, s1, lone = _seed("s0", 0, "a", 0.4), _seed("s1", 1, "a", 0.5), _seed("lone", 0, "p", 0.3)
+    groups = export.frontier_architectures(client, [s0, lone, s1])
+    # a seed recorded straight under the sweep's parent (no architecture run) stands for itself
+    assert [(a.info.run_id, [r.info.run_id for r in rs]) for a, rs in groups] == [
+        ("a", ["s0", "s1"]), ("lone", ["lone"])
+    ]  # fmt: skip
+
+
 def test_compare_outputs_direct_permuted_and_failing():
     rng = np.random.default_rng(0)
     ours = rng.random((1, 20, 7), dtype=np.float32)
@@ -107,6 +140,21 @@ def frontier(uri: str, sweep: str = "s") -> list:
     return front
 
 
+def architectures(uri: str) -> list[tuple]:
+    """The frontier's architecture runs (their means), each with its seed runs."""
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    seeds: dict[str, list] = {}
+    for r in frontier(uri):
+        seeds.setdefault(r.data.tags["mlflow.parentRunId"], []).append(r)
+    return [(client.get_run(parent), rs) for parent, rs in seeds.items()]
+
+
+def typical(seeds: list, arch) -> object:
+    """The seed an export takes: nearest its architecture's mean mAP50-95."""
+    mean = arch.data.metrics["map50_95"]
+    return min(seeds, key=lambda r: (abs(r.data.metrics["map50_95"] - mean), int(r.data.params["seed"])))
+
+
 @pytest.fixture(scope="module")
 def map_export(store) -> tuple[subprocess.CompletedProcess, dict, Path]:
     tmp, uri = store
@@ -134,9 +182,18 @@ def test_pick_map_exports_the_best_frontier_trial(store, map_export):
     tmp, uri = store
     done, record, out = map_export
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    best = max(frontier(uri), key=lambda r: r.data.metrics["map50_95"])
+    # the architecture with the best mean mAP50-95 (ties: lower mean latency), then its typical seed
+    arch, seeds = min(
+        architectures(uri), key=lambda a: (-a[0].data.metrics["map50_95"], a[0].data.metrics["latency_ms"])
+    )
+    best = typical(seeds, arch)
     assert record["run_id"] == best.info.run_id and record["pick"] == "map"
     assert record["metrics"]["map50_95"] == best.data.metrics["map50_95"]
+    assert record["seed"] == best.data.params["seed"]
+    assert record["architecture"]["run_id"] == arch.info.run_id
+    assert record["architecture"]["n_seeds"] == arch.data.metrics["n_seeds"]
+    assert record["architecture"]["metrics"]["map50_95"] == arch.data.metrics["map50_95"]
+    assert f"exporting seed {best.data.params['seed']}" in done.stdout
     assert record["imgsz"] == 64  # the trial's training size, not 640
     client = mlflow.MlflowClient(tracking_uri=uri)
     artifact = client.download_artifacts(best.info.run_id, "model.yaml", str(tmp / "dl"))
@@ -187,11 +244,10 @@ def test_pick_knee_then_the_same_run_by_id(store, tmp_path, monkeypatch, capsys)
         == 0
     )
     record = json.loads((tmp_path / "k" / "export.json").read_text())
-    front = frontier(uri)
-    points = [[r.data.metrics[m] for m, _ in export.KNEE_OBJECTIVES] for r in front]
-    assert (
-        record["run_id"] == front[export.knee(points, [up for _, up in export.KNEE_OBJECTIVES])].info.run_id
-    )
+    front = architectures(uri)  # the knee of the architectures' means, then that one's typical seed
+    points = [[a.data.metrics[m] for m, _ in export.KNEE_OBJECTIVES] for a, _ in front]
+    arch, seeds = front[export.knee(points, [up for _, up in export.KNEE_OBJECTIVES])]
+    assert record["run_id"] == typical(seeds, arch).info.run_id
     assert record["pick"] == "knee" and record["check"]["passed"]
 
     monkeypatch.chdir(tmp_path)  # default --out is runs/export/<run-id> under the working directory
