@@ -1,12 +1,13 @@
 """How noisy is a trial's result? The base trained with several seeds, exactly as a sweep trains it.
 
-Run: ``.venv/bin/python bench/noise.py [--space placements] [--budget cpu] [--seeds 5] [--jobs 2]
-[--set JSON] [--epochs N] [--target 0.02] [--out DIR]``
+Run: ``.venv/bin/python bench/noise.py [--space placements] [--budget cpu] [--seeds 5]
+[--first-seed 0] [--jobs 2] [--set JSON] [--epochs N] [--target 0.02] [--out DIR]``
 
-It trains the space's unmodified base (every site ``keep``) once per seed (0 .. ``--seeds``-1) with
-``search.trial.run_trial``, as a sweep trial does: the budget's proxy model and training arguments, the
-built-in shapes dataset, ``best.pt`` chosen on its val split and scored on its held-out test split
-(COCO's protocol and Ultralytics'), latency measured anew and interleaved with a second copy of the
+It trains the space's unmodified base (every site ``keep``) once per seed (``--first-seed`` to
+``--first-seed + --seeds - 1``; a second run with ``--first-seed 5`` adds five new seeds to a first
+run's) with ``search.trial.run_trial``, as a sweep trial does: the budget's proxy model and training
+arguments, the built-in shapes dataset, ``best.pt`` chosen on its val split and scored on its held-out
+test split (COCO's protocol and Ultralytics'), latency measured anew and interleaved with a second copy of the
 base (so ``latency_ratio`` is a ratio of two identical models: its spread is pure measurement noise).
 ``--jobs 2`` trains two seeds at once, one thread each, which is also the load a sweep's trials see.
 
@@ -75,6 +76,7 @@ def main() -> int:
     p.add_argument("--space", default="placements")
     p.add_argument("--budget", default="cpu")
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=2, help="seeds trained at once (one thread each)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--set", default="{}", help="budget keys to change for this run, as JSON")
@@ -98,7 +100,7 @@ def main() -> int:
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         jobs = [
             pool.submit(train_seed, space.name, dataclasses.asdict(budget), seed, out)
-            for seed in range(args.seeds)
+            for seed in range(args.first_seed, args.first_seed + args.seeds)
         ]
         rows = [job.result() for job in jobs]
     wall = time.perf_counter() - started
