@@ -370,9 +370,11 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
             except Exception:  # noqa: BLE001 - the seed's own outcome is recorded; the summary is redone at the end
                 LOGGER.warning("could not update architecture run %s", state["arch_run"], exc_info=True)
         # the worker may take the next trial (reuse_actors): free this one's model, data and GPU memory now
+        import torch
+
         gc.collect()
-        if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
-            sys.modules["torch"].cuda.empty_cache()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:

@@ -149,12 +149,6 @@ def architectures(uri: str) -> list[tuple]:
     return [(client.get_run(parent), rs) for parent, rs in seeds.items()]
 
 
-def typical(seeds: list, arch) -> object:
-    """The seed an export takes: nearest its architecture's mean mAP50-95."""
-    mean = arch.data.metrics["map50_95"]
-    return min(seeds, key=lambda r: (abs(r.data.metrics["map50_95"] - mean), int(r.data.params["seed"])))
-
-
 @pytest.fixture(scope="module")
 def map_export(store) -> tuple[subprocess.CompletedProcess, dict, Path]:
     tmp, uri = store
@@ -186,7 +180,7 @@ def test_pick_map_exports_the_best_frontier_trial(store, map_export):
     arch, seeds = min(
         architectures(uri), key=lambda a: (-a[0].data.metrics["map50_95"], a[0].data.metrics["latency_ms"])
     )
-    best = typical(seeds, arch)
+    best = export.representative_seed(seeds, arch.data.metrics["map50_95"])
     assert record["run_id"] == best.info.run_id and record["pick"] == "map"
     assert record["metrics"]["map50_95"] == best.data.metrics["map50_95"]
     assert record["seed"] == best.data.params["seed"]
@@ -247,7 +241,7 @@ def test_pick_knee_then_the_same_run_by_id(store, tmp_path, monkeypatch, capsys)
     front = architectures(uri)  # the knee of the architectures' means, then that one's typical seed
     points = [[a.data.metrics[m] for m, _ in export.KNEE_OBJECTIVES] for a, _ in front]
     arch, seeds = front[export.knee(points, [up for _, up in export.KNEE_OBJECTIVES])]
-    assert record["run_id"] == typical(seeds, arch).info.run_id
+    assert record["run_id"] == export.representative_seed(seeds, arch.data.metrics["map50_95"]).info.run_id
     assert record["pick"] == "knee" and record["check"]["passed"]
 
     monkeypatch.chdir(tmp_path)  # default --out is runs/export/<run-id> under the working directory
