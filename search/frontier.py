@@ -291,16 +291,42 @@ def _seeds(row: Mapping[str, Any]) -> int:
     return int(row.get("n_seeds") or 1)
 
 
+# A latency is compared through its ratio to the base timed interleaved with it (A, B, A, B ...) wherever both
+# rows and the noise floor have that ratio: the machine's load moves both timings of a pair alike, so the
+# ratio's seed spread is a small part of the absolute median's (bench/noise.py: 0.8 % against 12 % on 2 CPUs)
+# and a latency difference that the absolute median leaves within noise can be told apart.
+STEADIER = {"latency_ms": "latency_ratio"}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
+def compared_metric(a: Mapping[str, Any], b: Mapping[str, Any], metric: str, noise: Noise) -> str:
+    """The metric through which rows ``a`` and ``b`` are compared for ``metric`` (see :data:`STEADIER`)."""
+    steady = STEADIER.get(metric)
+    if steady and steady in noise and _finite(a.get(steady)) and _finite(b.get(steady)):
+        return steady
+    return metric
+
+
+def _gap(a: Mapping[str, Any], b: Mapping[str, Any], metric: str, noise: Noise) -> tuple[float, float]:
+    """``b - a`` for ``metric`` (through its steadier stand-in, if any) and the noise margin it must pass."""
+    metric = compared_metric(a, b, metric, noise)
+    return float(b[metric]) - float(a[metric]), margin(noise.get(metric), _seeds(a), _seeds(b))
+
+
 def noisy_dominates(
     a: Mapping[str, Any], b: Mapping[str, Any], objectives: Sequence[Objective], noise: Noise
 ) -> bool:
     """True when row ``a`` beats row ``b`` beyond noise: never worse by more than the noise on any
     objective, and better by more than it on at least one (a row's values are means over its
-    ``n_seeds`` seeds; the noise margin is :func:`search.stats.margin`)."""
+    ``n_seeds`` seeds; the noise margin is :func:`search.stats.margin`; a latency is compared through
+    its interleaved ratio to the base where both rows have one, see :data:`STEADIER`)."""
     better = False
     for o in objectives:
-        gain = o.sign * (float(b[o.metric]) - float(a[o.metric]))  # > 0: a is better
-        m = margin(noise.get(o.metric), _seeds(a), _seeds(b))
+        diff, m = _gap(a, b, o.metric, noise)
+        gain = o.sign * diff  # > 0: a is better
         if gain < -m:
             return False
         if gain > m:
@@ -309,8 +335,9 @@ def noisy_dominates(
 
 
 def within_noise(a: Mapping[str, Any], b: Mapping[str, Any], metric: str, noise: Noise) -> bool:
-    """True when two rows' values of ``metric`` differ by no more than the noise."""
-    return abs(float(a[metric]) - float(b[metric])) <= margin(noise.get(metric), _seeds(a), _seeds(b))
+    """True when two rows' values of ``metric`` differ by no more than the noise (a latency: see :data:`STEADIER`)."""
+    diff, m = _gap(a, b, metric, noise)
+    return abs(diff) <= m
 
 
 def close_groups(front: list[dict], metrics: Sequence[str], noise: Noise) -> list[list[dict]]:
@@ -424,6 +451,13 @@ def frontier_notes(
             + ", ".join(measured)
             + "; differences within t(df)·std·sqrt(1/n_a + 1/n_b) are noise"
         )
+    for m in metrics:
+        steady = STEADIER.get(m)
+        if steady in noise and noise[steady][0]:
+            notes.append(
+                f"{m} is compared through {steady} (each trial's latency over the base's, timed interleaved "
+                f"with it), whose noise floor is {fmt(noise[steady][0])} (df {noise[steady][1]})"
+            )
     unknown = [m for m in metrics if m not in noise]
     if unknown:
         notes.append(

@@ -91,6 +91,28 @@ def test_a_gain_within_noise_bought_with_exact_cost_is_dominated():
     assert any("no noise estimate for map50_95, latency_ms" in n for n in notes)
 
 
+def test_latency_is_compared_through_its_interleaved_ratio_to_the_base_where_rows_have_one():
+    noise = {"map50_95": (0.03, 4), "latency_ms": (3.0, 4), "latency_ratio": (0.01, 4)}
+    fast = {**_arch("fast", 0.30, 20.0), "latency_ratio": 0.80}
+    slow = {**_arch("slow", 0.30, 21.0), "latency_ratio": 1.00}
+    # the absolute medians differ by 1 ms within a seed spread of 3 ms; the ratios by 0.2 against 0.01
+    assert noisy_dominates(fast, slow, OBJECTIVES, noise)
+    assert frontier_table([fast, slow], OBJECTIVES, noise) == [fast]
+    notes = frontier_notes([fast], OBJECTIVES, noise)
+    assert any(
+        n.startswith("latency_ms is compared through latency_ratio") and "0.01 (df 4)" in n for n in notes
+    )
+    # without the ratio's noise, or without a ratio on both rows, the absolute medians decide: a tie
+    absolute = {k: v for k, v in noise.items() if k != "latency_ratio"}
+    assert frontier_table([fast, slow], OBJECTIVES, absolute) == [fast, slow]
+    assert close_groups([fast, slow], ["latency_ms"], absolute) == [[fast, slow]]
+    unrated = {**slow, "latency_ratio": math.nan}
+    assert not noisy_dominates(fast, unrated, OBJECTIVES, noise)
+    # the ratio decides the other way too: medians 2 ms apart, ratios within their noise, a tie
+    twin = {**_arch("twin", 0.30, 23.0), "latency_ratio": 0.805}
+    assert close_groups([fast, twin], ["map50_95", "latency_ms"], noise) == [[fast, twin]]
+
+
 def _seed(arch, seed, map_, lat, params, gflops=4.0):
     return {"arch_hash": arch, "seed": seed, "map50_95": map_, "map50": map_ + 0.2, "latency_ms": lat,
             "latency_p90_ms": lat, "gflops": gflops, "n_params": 10, "params": params, "label": "",
