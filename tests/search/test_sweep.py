@@ -155,7 +155,9 @@ def test_the_noise_aware_frontier_is_tagged_and_attached_to_the_parent(grid_swee
         Objective("gflops", "minimize"),
     ]
     rows = [{**a.data.metrics, "id": a.info.run_id} for a in archs]
-    noise = noise_floor(rows, ["map50_95", "latency_ms", "gflops"])
+    # latency_ratio's floor too: the sweep compares latencies through it (search.frontier.STEADIER)
+    noise = noise_floor(rows, ["map50_95", "latency_ms", "gflops", "latency_ratio"])
+    assert noise["latency_ratio"][1] == 3
     assert noise["gflops"] == (0.0, 0) and noise["map50_95"][1] == 3  # 3 architectures x (2 - 1) seeds
     expected = {r["id"] for r in frontier_table(rows, objectives, noise)}
     tagged = {a.info.run_id for a in archs if a.data.tags.get("pareto") == "true"}
