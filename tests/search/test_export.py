@@ -195,8 +195,13 @@ def test_pick_map_exports_the_best_frontier_trial(store, map_export):
     for name in ("model.yaml", "deploy.pt", "model.onnx"):
         assert (out / name).is_file()
     check = record["check"]
-    assert check["passed"] and check["matched"] == "direct", check
-    assert check["max_abs_diff"] <= export.ATOL
+    # an untrained model's query scores are near-tied, so top-k may order the same detections differently
+    # in ONNX Runtime: then every query must match one of PyTorch's one-to-one within the tolerance
+    assert check["passed"], check
+    if check["matched"] == "direct":
+        assert check["max_abs_diff"] <= export.ATOL
+    else:
+        assert check["matched"] == "permuted" and check["max_abs_diff_matched"] <= export.ATOL, check
     assert check["shape"][:2] == [1, 30]  # the cpu proxy's 30 queries
     assert "max abs diff" in done.stdout and "passed" in done.stdout
 
