@@ -31,7 +31,7 @@ Wall times depend on the machine's load: the script prints the load average befo
 Overrides: ``--epochs/--imgsz/--batch`` and ``--set '{"width": 0.5, ...}'`` (any budget key) change
 the budget for this run only; ``--train-args '{"mosaic": 0.5}'`` adds or overrides Ultralytics
 train() arguments on top of the budget's own ``train:`` mapping, to test whether one matters. The
-shipped cpu budget carries ``train: {nbs: 2, optimizer: AdamW, warmup_epochs: 0, warmup_bias_lr: 0.0,
+shipped cpu budget carries ``train: {nbs: 4, optimizer: AdamW, warmup_epochs: 0, warmup_bias_lr: 0.0,
 mosaic: 0.0}``: under Ultralytics' defaults (nbs=64, one optimizer step per 64 images; optimizer 'auto', which
 ignores lr0) the proxy did not learn in its epochs (mAP50 0.004 after 12 epochs).
 Output goes to a temporary folder that is deleted afterwards unless ``--out`` or ``--keep`` is given.
