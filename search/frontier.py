@@ -233,18 +233,15 @@ def default_reference(points: Sequence[Sequence[float]], directions: Sequence[st
 # --------------------------------------------------------------------------- tables
 
 
+def _finite(value: Any) -> bool:
+    """Whether ``value`` is a finite real number (a bool is not)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
 def _metric_vector(row: Mapping[str, Any], objectives: Sequence[Objective]) -> list[float] | None:
     """Return the row's finite objective values, or None if any is missing or not finite."""
-    values = []
-    for obj in objectives:
-        v = row.get(obj.metric)
-        if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            return None
-        f = float(v)
-        if not math.isfinite(f):
-            return None
-        values.append(f)
-    return values
+    values = [row.get(obj.metric) for obj in objectives]
+    return [float(v) for v in values] if all(_finite(v) for v in values) else None
 
 
 def comparable_groups(rows: list[dict], objectives: Sequence[Objective]) -> dict[str, list[dict]]:
@@ -298,11 +295,7 @@ def _seeds(row: Mapping[str, Any]) -> int:
 STEADIER = {"latency_ms": "latency_ratio"}
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
-
-
-def compared_metric(a: Mapping[str, Any], b: Mapping[str, Any], metric: str, noise: Noise) -> str:
+def _compared_metric(a: Mapping[str, Any], b: Mapping[str, Any], metric: str, noise: Noise) -> str:
     """The metric through which rows ``a`` and ``b`` are compared for ``metric`` (see :data:`STEADIER`)."""
     steady = STEADIER.get(metric)
     if steady and steady in noise and _finite(a.get(steady)) and _finite(b.get(steady)):
@@ -312,7 +305,7 @@ def compared_metric(a: Mapping[str, Any], b: Mapping[str, Any], metric: str, noi
 
 def _gap(a: Mapping[str, Any], b: Mapping[str, Any], metric: str, noise: Noise) -> tuple[float, float]:
     """``b - a`` for ``metric`` (through its steadier stand-in, if any) and the noise margin it must pass."""
-    metric = compared_metric(a, b, metric, noise)
+    metric = _compared_metric(a, b, metric, noise)
     return float(b[metric]) - float(a[metric]), margin(noise.get(metric), _seeds(a), _seeds(b))
 
 
