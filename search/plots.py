@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .frontier import MAXIMIZE, Objective, fmt, frontier_table, pareto_front
+from .frontier import MAXIMIZE, STEADIER, Objective, fmt, frontier_table, pareto_front
 
 __all__ = ["CSS", "HIGHLIGHT_COLORS", "Panel", "build_panels", "plot_frontier", "scale", "svg_panel"]
 
@@ -62,7 +62,17 @@ def build_panels(rows: list[dict], objectives: list[Objective], noise=None) -> l
 
 
 def _half(row: Mapping[str, Any], metric: str) -> float:
-    """The half-width of a row's 95 % interval of ``metric`` (its seeds' spread); 0 when it has none."""
+    """The half-width of a row's 95 % interval of ``metric`` (its seeds' spread); 0 when it has none.
+
+    A metric the frontier compares through a steadier stand-in (a latency through its interleaved ratio
+    to the base, :data:`search.frontier.STEADIER`) gets the stand-in's relative interval, drawn at the
+    metric's scale: the bar shows the uncertainty the frontier decides with, not the machine's load.
+    """
+    steady = STEADIER.get(metric)
+    if steady is not None:
+        value, ratio, ratio_half = row.get(metric), row.get(steady), row.get(f"{steady}_ci95")
+        if _finite(value) and _finite(ratio) and _finite(ratio_half) and float(ratio) > 0:
+            return abs(float(value)) * float(ratio_half) / float(ratio)
     v = row.get(f"{metric}_ci95")
     return float(v) if _finite(v) else 0.0
 
@@ -279,7 +289,8 @@ def plot_frontier(
     axis). All trials are grey, the pair's Pareto front is red and joined by a step line; with
     three or more objectives the all-objective front is ringed in blue. Rows whose ``label``
     key is a key of ``highlight`` get a large marker captioned with the mapped text. A row with
-    ``<metric>_ci95`` (a mean over seeds) gets error bars of its 95 % interval. With ``noise`` (see
+    ``<metric>_ci95`` (a mean over seeds) gets error bars of its 95 % interval; a latency with an
+    interleaved ratio to the base gets the ratio's relative interval instead (see :func:`_half`). With ``noise`` (see
     :func:`search.frontier.frontier_table`) the frontier is the noise-aware one. The HTML uses inline
     SVG with per-point ``<title>`` tooltips and loads nothing external.
 

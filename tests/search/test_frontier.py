@@ -290,6 +290,50 @@ def test_plot_frontier_writes_offline_files(tmp_path):
         plot_frontier(rows, objectives[:1], png, page)
 
 
+def test_latency_error_bars_show_the_ratio_interval_the_frontier_decides_with():
+    """The frontier compares latency through the interleaved ratio to the base; a bar drawn from the
+    absolute median's seed interval (the machine's load) would show overlaps the frontier does not use."""
+    from search.plots import Panel, svg_panel
+
+    obj = [Objective("map50_95", "maximize"), Objective("latency_ms", "minimize")]
+    rows = [
+        {
+            "label": "base",
+            "map50_95": 0.5,
+            "map50_95_ci95": 0.02,
+            "latency_ms": 20.0,
+            "latency_ms_ci95": 8.0,
+            "latency_ratio": 1.0,
+            "latency_ratio_ci95": 0.01,
+        },
+        {
+            "label": "a",
+            "map50_95": 0.6,
+            "latency_ms": 30.0,
+            "latency_ms_ci95": 9.0,
+            "latency_ratio": 1.5,
+            "latency_ratio_ci95": 0.03,
+        },
+        {"label": "no ratio", "map50_95": 0.4, "latency_ms": 40.0, "latency_ms_ci95": 5.0},
+    ]
+    pts = [(r["latency_ms"], r["map50_95"], r) for r in rows]
+    doc = svg_panel(Panel(obj[1], obj[0], pts, [], []), {})
+    widths = sorted(
+        round(abs(float(x2) - float(x1)), 1)
+        for x1, y1, x2, y2 in re.findall(
+            r'<line x1="([\d.]+)" y1="([\d.]+)" x2="([\d.]+)" y2="([\d.]+)" class="bar"', doc
+        )
+        if y1 == y2
+    )
+    cx = [float(v) for v in re.findall(r'<circle cx="([\d.]+)"', doc)[:2]]
+    px_per_ms = (cx[1] - cx[0]) / 10.0  # the base at 20 ms, "a" at 30 ms
+    # the base: 20 ms x 1 % -> +-0.2 ms; "a": 30 ms x 2 % -> +-0.6 ms (not +-8 and +-9); the row without a
+    # ratio keeps its own +-5 ms bar (clipped at the frame's edge)
+    assert len(widths) == 3
+    assert widths[:2] == pytest.approx([0.4 * px_per_ms, 1.2 * px_per_ms], abs=0.2)
+    assert widths[2] > 5 * px_per_ms
+
+
 def test_latencies_of_different_devices_are_never_compared():
     """On a cluster a trial's latency is its node's: a fast GPU would 'dominate' every trial timed on a slow
     one. Each device gets its own frontier, and the text says so."""
