@@ -22,6 +22,7 @@ __all__ = [
     "margin",
     "noise_floor",
     "pooled_std",
+    "std_interval",
     "summarize",
     "t975",
 ]
@@ -44,6 +45,35 @@ def t975(df: int) -> float:
     if df <= len(_T975):
         return _T975[df - 1]
     return 1.96 + 2.5 / df  # within 0.002 of the exact value above 30 degrees of freedom
+
+
+# Chi-square, 2.5 % and 97.5 % quantiles, for 1-30 degrees of freedom.
+_CHI2_025 = (0.000982, 0.0506, 0.2158, 0.4844, 0.8312, 1.2373, 1.6899, 2.1797, 2.7004, 3.2470,
+             3.8157, 4.4038, 5.0088, 5.6287, 6.2621, 6.9077, 7.5642, 8.2307, 8.9065, 9.5908,
+             10.2829, 10.9823, 11.6886, 12.4012, 13.1197, 13.8439, 14.5734, 15.3079, 16.0471, 16.7908)  # fmt: skip
+_CHI2_975 = (5.024, 7.378, 9.348, 11.143, 12.833, 14.449, 16.013, 17.535, 19.023, 20.483,
+             21.920, 23.337, 24.736, 26.119, 27.488, 28.845, 30.191, 31.526, 32.852, 34.170,
+             35.479, 36.781, 38.076, 39.364, 40.646, 41.923, 43.195, 44.461, 45.722, 46.979)  # fmt: skip
+
+
+def _chi2(df: int, upper: bool) -> float:
+    table = _CHI2_975 if upper else _CHI2_025
+    if df <= len(table):
+        return table[df - 1]
+    z = 1.959964 if upper else -1.959964  # Wilson-Hilferty: within 0.1 % of the exact value above 30
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
+def std_interval(std: float, n: int) -> tuple[float, float]:
+    """The 95 % interval of the true standard deviation, given the std ``std`` of ``n`` normal values.
+
+    A std from a few seeds is rough: from 5 values the interval runs from 0.6x to 2.9x the estimate,
+    from 10 from 0.69x to 1.83x. (NaN, NaN) for fewer than two values.
+    """
+    if n < 2 or not math.isfinite(std):
+        return math.nan, math.nan
+    df = n - 1
+    return std * math.sqrt(df / _chi2(df, upper=True)), std * math.sqrt(df / _chi2(df, upper=False))
 
 
 @dataclass(frozen=True)

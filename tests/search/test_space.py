@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import re
 import shutil
@@ -103,19 +102,6 @@ def test_shipped_space_parses(name):
     assert all(s.default == "keep" for s in space.sites)
     assert sum(1 for _ in space.points()) == space.size
     assert space.point(space.size - 1) == {s.name: s.choices[-1].name for s in space.sites}
-
-
-@pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_cpu_steady_is_the_cpu_proxy_in_batches_of_2(name):
-    # the README and bench/noise.py compare the two as one change: batches of 2, an optimizer step each
-    budgets = load_space(name).budgets
-    cpu, steady = budgets["cpu"], budgets["cpu-steady"]
-    assert (steady.batch, steady.train["nbs"]) == (2, 2)
-    assert cpu.batch == cpu.train["nbs"] != 2
-    as_cpu = dataclasses.replace(
-        steady, name="cpu", batch=cpu.batch, train={**steady.train, "nbs": cpu.batch}
-    )
-    assert as_cpu == cpu
 
 
 def test_shipped_space_sizes():

@@ -11,7 +11,7 @@ from search.ablation import ablation_table, ablation_text, single_change
 from search.frontier import Objective, close_groups, frontier_notes, frontier_table, noisy_dominates
 from search.records import architecture_rows
 from search.space import load_space
-from search.stats import difference, margin, noise_floor, pooled_std, summarize, t975
+from search.stats import difference, margin, noise_floor, pooled_std, std_interval, summarize, t975
 
 OBJECTIVES = [Objective("map50_95", "maximize"), Objective("latency_ms", "minimize")]
 
@@ -24,6 +24,22 @@ def test_summary_of_repeats_is_mean_std_and_t_interval():
     one = summarize([0.3])
     assert one.n == 1 and one.mean == 0.3 and math.isnan(one.std) and math.isnan(one.half)
     assert t975(1) == 12.706 and t975(30) == 2.042 and abs(t975(120) - 1.980) < 0.002 and t975(0) == math.inf
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10, 20, 31, 32, 45, 200])
+def test_the_interval_of_a_std_is_the_chi_square_one(n):
+    from scipy.stats import chi2  # Ultralytics' own dependency: the reference, not used by the service
+
+    df = n - 1
+    low, high = std_interval(0.05, n)
+    assert low == pytest.approx(0.05 * math.sqrt(df / chi2.ppf(0.975, df)), rel=1e-3)
+    assert high == pytest.approx(0.05 * math.sqrt(df / chi2.ppf(0.025, df)), rel=1e-3)
+
+
+def test_a_std_from_five_seeds_is_rough():
+    low, high = std_interval(0.024, 5)  # what 5 seeds of one CPU budget read before 5 more read 0.074
+    assert (round(low / 0.024, 2), round(high / 0.024, 2)) == (0.6, 2.87)
+    assert all(math.isnan(x) for x in std_interval(0.02, 1) + std_interval(math.nan, 5))
 
 
 def test_the_noise_floor_pools_architectures_with_two_or_more_seeds():
