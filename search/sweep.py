@@ -468,6 +468,7 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
                 tracker.set_tags(run_id, {Tag.RESUMED_FROM_EPOCH: str(epoch)})
 
     cost_logged = []
+    pause_after_epoch = float(os.environ.get("RTDETR_SEARCH_PAUSE_AFTER_EPOCH", "0"))
 
     def report(metrics: dict, last_pt: Path | None) -> None:
         if not cost_logged:  # measured before training, logged once and first: the objectives known now,
@@ -491,6 +492,8 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
                 shutil.copy2(last_pt.with_name("best.pt"), Path(d) / "best.pt")
             (Path(d) / "epoch.json").write_text(json.dumps({"epoch": int(metrics["epoch"])}))
             tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(d))
+        if pause_after_epoch:  # fault-injection window for tests: a kill lands between two epochs
+            time.sleep(pause_after_epoch)
 
     cpus = float(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
     spec = TrialSpec.from_budget(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -66,7 +67,8 @@ def kill_driver_when(
             assert time.time() < deadline, "timed out waiting for the fault point"
             time.sleep(1)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # a sweep that ended first has no group left to kill
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         log.close()
     time.sleep(3)  # Ray's trial workers exit once their raylet is gone
@@ -104,7 +106,7 @@ def test_killed_before_any_trial_finished(tmp_path):
         state = list((tmp_path / "ray" / "faulty").glob("experiment_state-*.json"))
         return bool(kids) and bool(state) and not any(k.info.status == "FINISHED" for k in kids)
 
-    kill_driver_when(tmp_path, started)
+    kill_driver_when(tmp_path, started, env={"RTDETR_SEARCH_PAUSE_AFTER_EPOCH": "3"})  # not over too soon
     resume_and_check(tmp_path)
 
 
@@ -127,7 +129,14 @@ def test_killed_in_the_middle_of_a_trial_resumes_from_its_last_epoch(tmp_path):
         interrupted[:] = [t for t in mid if any(p.stat().st_mtime > seen[t] + 1 for p in states)]
         return bool(interrupted)
 
-    kill_driver_when(tmp_path, checkpoint_saved, extra=("--epochs", str(epochs)))
+    # Each epoch waits 3 s after its report, so the state saved every 2 s and the poll below both see the
+    # trial between two epochs however fast this machine trains (a fast one used to finish all three first).
+    kill_driver_when(
+        tmp_path,
+        checkpoint_saved,
+        env={"RTDETR_SEARCH_PAUSE_AFTER_EPOCH": "3"},
+        extra=("--epochs", str(epochs)),
+    )
     kids = resume_and_check(tmp_path, extra=("--epochs", str(epochs)))
     resumed = [k for k in kids if k.data.tags["trial.id"] in interrupted]
     assert resumed and all(int(k.data.tags["resumed_from_epoch"]) >= 1 for k in resumed)
