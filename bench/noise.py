@@ -40,7 +40,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MIN_SEEDS = 5  # the least a verdict on the seed std is given for
 FIGURES = (
     ("map50_95", "mAP50-95 test (COCO)"),
     ("map50_95_ultralytics", "mAP50-95 test (Ultralytics)"),
@@ -93,7 +92,7 @@ def main() -> int:
 
     ultra.offline()
     from search.space import load_space
-    from search.stats import std_interval, summarize
+    from search.stats import std_interval, std_verdict, summarize
 
     space = load_space(args.space)
     budget = dataclasses.replace(space.budgets[args.budget], **json.loads(args.set))
@@ -132,9 +131,7 @@ def main() -> int:
     )
     std, n = stats["map50_95"].std, stats["map50_95"].n
     low, high = std_interval(std, n)
-    verdict = (
-        "FAIL" if not std <= args.target else "PASS" if n >= MIN_SEEDS else f"TOO FEW SEEDS (< {MIN_SEEDS})"
-    )
+    verdict = std_verdict(std, n, args.target)
     print(
         f"{verdict}: seed std of mAP50-95 (test, COCO) {std:.4f} over {n} seeds (95 % interval {low:.4f} to "
         f"{high:.4f}) vs target <= {args.target}"

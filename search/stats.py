@@ -27,6 +27,7 @@ __all__ = [
     "t975",
 ]
 
+MIN_SEEDS = 5  # the least a seed std is judged against a target for (bench/noise.py's verdict)
 PAIRED_MIN = 3  # seeds two architectures must share for a difference paired by seed
 
 # Metrics that are computed, not measured: the same architecture always gives the same value.
@@ -74,6 +75,14 @@ def std_interval(std: float, n: int) -> tuple[float, float]:
         return math.nan, math.nan
     df = n - 1
     return std * math.sqrt(df / _chi2(df, upper=True)), std * math.sqrt(df / _chi2(df, upper=False))
+
+
+def std_verdict(std: float, n: int, target: float) -> str:
+    """Whether a seed std of ``n`` seeds meets ``target``: PASS, FAIL, or TOO FEW SEEDS under
+    :data:`MIN_SEEDS` (from fewer the std is too rough to judge either way)."""
+    if n < MIN_SEEDS:
+        return f"TOO FEW SEEDS (< {MIN_SEEDS})"
+    return "PASS" if std <= target else "FAIL"
 
 
 @dataclass(frozen=True)

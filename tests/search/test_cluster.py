@@ -110,7 +110,12 @@ def test_half_a_gpu_per_trial_packs_two_trials_onto_one_declared_gpu(tmp_path, m
     assert at_once == 2, f"two trials share the GPU at a time, never more: {at_once}"
 
 
-def test_a_node_lost_mid_trial_is_retried_elsewhere_and_the_sweep_completes(tmp_path, make_cluster):
+def test_a_node_lost_mid_trial_is_retried_elsewhere_and_the_sweep_completes(
+    tmp_path, make_cluster, monkeypatch
+):
+    # each epoch holds 3 s after its report (the nodes' workers inherit this), so the node is removed while
+    # the trial still trains however fast this machine is
+    monkeypatch.setenv("RTDETR_SEARCH_PAUSE_AFTER_EPOCH", "3")
     cluster = make_cluster(head_gpus=0)  # a head without GPUs: trials land on worker nodes
     worker = cluster.add_node(num_cpus=1, num_gpus=1)
     ray.init(address=cluster.address)

@@ -11,7 +11,16 @@ from search.ablation import ablation_table, ablation_text, single_change
 from search.frontier import Objective, close_groups, frontier_notes, frontier_table, noisy_dominates
 from search.records import architecture_rows
 from search.space import load_space
-from search.stats import difference, margin, noise_floor, pooled_std, std_interval, summarize, t975
+from search.stats import (
+    difference,
+    margin,
+    noise_floor,
+    pooled_std,
+    std_interval,
+    std_verdict,
+    summarize,
+    t975,
+)
 
 OBJECTIVES = [Objective("map50_95", "maximize"), Objective("latency_ms", "minimize")]
 
@@ -40,6 +49,13 @@ def test_a_std_from_five_seeds_is_rough():
     low, high = std_interval(0.024, 5)  # what 5 seeds of one CPU budget read before 5 more read 0.074
     assert (round(low / 0.024, 2), round(high / 0.024, 2)) == (0.6, 2.87)
     assert all(math.isnan(x) for x in std_interval(0.02, 1) + std_interval(math.nan, 5))
+
+
+def test_a_seed_std_is_judged_only_from_five_seeds():
+    assert std_verdict(0.019, 5, 0.02) == "PASS" and std_verdict(0.021, 10, 0.02) == "FAIL"
+    # one seed has no std, and three are too rough either way: neither passes nor fails
+    assert std_verdict(math.nan, 1, 0.02).startswith("TOO FEW SEEDS")
+    assert std_verdict(0.09, 3, 0.02).startswith("TOO FEW SEEDS")
 
 
 def test_the_noise_floor_pools_architectures_with_two_or_more_seeds():

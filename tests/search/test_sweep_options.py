@@ -164,7 +164,11 @@ def test_a_trial_waiting_for_an_architecture_whose_holder_was_killed_trains_it_i
            "--max-failures", "0", "--storage-path", str(tmp_path / "ray"), "--tracking-uri", uri(tmp_path)]  # fmt: skip
     log = open(tmp_path / "sweep.log", "w")
     proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        # each epoch holds 3 s after its report: the holder is still training when the kill lands
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "RTDETR_SEARCH_PAUSE_AFTER_EPOCH": "3"},
     )
     deadline = time.time() + 900
     holder = None
