@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import tempfile
 import time
@@ -115,14 +116,14 @@ def main() -> int:
     print(
         f"\n{'figure':32s} {'mean':>10s} {'seed std':>10s} {'std 95%':>18s} {'mean 95% ±':>11s} {'std/mean':>9s}"
     )
-    stats = {}
+    stats, intervals = {}, {}
     for key, label in FIGURES:
         s = summarize(r[key] for r in rows)
         stats[key] = s
-        low, high = std_interval(s.std, s.n)
+        intervals[key] = low, high = std_interval(s.std, s.n)
         interval = f"[{low:.4f}, {high:.4f}]"
         print(
-            f"{label:32s} {s.mean:10.4f} {s.std:10.4f} {interval:>18s} {s.half:11.4f} {s.std / s.mean:9.1%}"
+            f"{label:32s} {s.mean:10.4f} {s.std:10.4f} {interval:>18s} {s.half:11.4f} {s.std / s.mean if s.mean else math.nan:9.1%}"
         )
     lat, ratio = stats["latency_ms"], stats["latency_ratio"]
     print(
@@ -130,7 +131,7 @@ def main() -> int:
         f"ratio to the base timed interleaved by {ratio.std / ratio.mean:.1%}"
     )
     std, n = stats["map50_95"].std, stats["map50_95"].n
-    low, high = std_interval(std, n)
+    low, high = intervals["map50_95"]
     verdict = std_verdict(std, n, args.target)
     print(
         f"{verdict}: seed std of mAP50-95 (test, COCO) {std:.4f} over {n} seeds (95 % interval {low:.4f} to "

@@ -23,6 +23,7 @@ __all__ = [
     "noise_floor",
     "pooled_std",
     "std_interval",
+    "std_verdict",
     "summarize",
     "t975",
 ]
