@@ -6,7 +6,9 @@ Run: ``.venv/bin/python bench/noise.py [--space placements] [--budget cpu] [--se
 It trains the space's unmodified base (every site ``keep``) once per seed (``--first-seed`` to
 ``--first-seed + --seeds - 1``; a second run with ``--first-seed 10`` adds ten new seeds to a first
 run's) with ``search.trial.run_trial``, as a sweep trial does: the budget's proxy model and training
-arguments, the built-in shapes dataset, ``best.pt`` chosen on its val split and scored on its held-out
+arguments, the built-in shapes dataset, the budget's fair warm start (``pretrain``: the base pretrained
+once and cached, every site's layers fresh; ``--set '{"pretrain": 0}'`` measures the proxy from
+scratch), ``best.pt`` chosen on its val split and scored on its held-out
 test split (COCO's protocol and Ultralytics'), latency measured anew and interleaved with a second copy of the
 base (so ``latency_ratio`` is a ratio of two identical models: its spread is pure measurement noise).
 ``--jobs 2`` trains two seeds at once, one thread each, which is also the load a sweep's trials see.
@@ -61,6 +63,7 @@ def train_seed(space_name: str, budget: dict, seed: int, out: str) -> dict:
     ultra.offline()
     torch.set_num_threads(1)
     from search.materialize import materialize
+    from search.pretrain import fresh_layers
     from search.space import Budget, load_space
     from search.trial import TrialSpec, run_trial
 
@@ -70,7 +73,7 @@ def train_seed(space_name: str, budget: dict, seed: int, out: str) -> dict:
     model_yaml = materialize(space, base, budget=b)[0]
     spec = TrialSpec.from_budget(
         model_yaml, b, Path(out) / f"seed{seed}", seed=seed, device="cpu", fresh_cost=True,
-        reference_yaml=model_yaml, map_evaluator=space.map_evaluator,
+        reference_yaml=model_yaml, map_evaluator=space.map_evaluator, fresh_layers=fresh_layers(space, b),
     )  # fmt: skip
     result = run_trial(spec)
     return {"seed": seed, **{k: result.get(k) for k, _ in FIGURES}}
@@ -92,6 +95,7 @@ def main() -> int:
     from search import ultra
 
     ultra.offline()
+    from search.pretrain import with_pretrain
     from search.space import load_space
     from search.stats import std_interval, std_verdict, summarize
 
@@ -103,6 +107,9 @@ def main() -> int:
     out = args.out or tempfile.mkdtemp(prefix="noise-")
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        # once, before the seeds, as a sweep does; in a worker: a process forked after torch computed with
+        # several threads can hang in the children's first parallel region
+        budget = pool.submit(with_pretrain, space, budget, None).result()
         jobs = [
             pool.submit(train_seed, space.name, dataclasses.asdict(budget), seed, out)
             for seed in range(args.first_seed, args.first_seed + args.seeds)

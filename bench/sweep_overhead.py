@@ -106,6 +106,8 @@ def run_sweep(args: argparse.Namespace, tmp: Path, name: str, uri: str) -> tuple
         str(args.batch),
         "--fraction",
         str(args.fraction),
+        "--pretrain",  # the trials' own overhead: no pretraining of the base before them
+        "0",
         "--name",
         name,
         "--storage-path",

@@ -21,6 +21,7 @@ _SOURCES = (
     "search/cost.py",
     "search/data.py",
     "search/materialize.py",
+    "search/pretrain.py",
     "search/trial.py",
     "search/ultra.py",
 )

@@ -88,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p.add_argument(flag, type=kind, help="override the budget's value")
     p.add_argument(
+        "--pretrain",
+        type=int,
+        metavar="EPOCHS",
+        help="the fair warm start: every trial starts from the base pretrained this many epochs (once, cached), "
+        "every site's layers fresh in every architecture; 0 trains every trial from scratch. Default: the "
+        "budget's (the cpu budget's: 20)",
+    )
+    p.add_argument(
         "--weights",
         help="warm start: a checkpoint of the base model; every trial loads each tensor whose name and shape "
         "match (layers renamed to their places after insertions). Default: the budget's weights, if any",
@@ -135,7 +143,7 @@ def _positive(args: argparse.Namespace) -> None:
         value = getattr(args, key)
         if value is not None and value < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
-    for key in ("gpus_per_trial", "cpus_per_trial", "max_latency_ms", "max_gflops", "lr0"):
+    for key in ("gpus_per_trial", "cpus_per_trial", "max_latency_ms", "max_gflops", "lr0", "pretrain"):
         value = getattr(args, key)
         if value is not None and value < 0:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 0, got {value}")
@@ -276,7 +284,7 @@ def sweep_config(args: argparse.Namespace, space, points: list[dict] | None = No
         space=space,
         budget=budget,
         overrides={
-            **{k: getattr(args, k) for k in ("epochs", "imgsz", "batch", "fraction", "lr0")},
+            **{k: getattr(args, k) for k in ("epochs", "imgsz", "batch", "fraction", "lr0", "pretrain")},
             "weights": str(Path(args.weights).resolve()) if args.weights else None,
         },
         samples=samples,
@@ -433,7 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     if config.gpus_per_trial == 0 and not config.data:
         print(
             f"[sweep] no GPU: a small CPU run - {sweep_plan(config)[2]} trials on the built-in shapes dataset, "
-            f"budget '{config.budget}' ({b.epochs} epochs at {b.imgsz}px, a scaled-down proxy model), "
+            f"budget '{config.budget}' ({b.epochs} epochs at {b.imgsz}px, a scaled-down proxy model"
+            + (f", warm-started from the base pretrained {b.pretrain} epochs" if b.pretrain else "")
+            + "), "
             "local Ray, embedded MLflow store. Pass --samples/--epochs to change it."
         )
     for noisy in ("optuna", "mlflow"):  # their info lines (a new study, a new store) are not the user's news

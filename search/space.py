@@ -136,6 +136,10 @@ class Budget:
     lr0: float | None = None  # initial learning rate (None: Ultralytics' default)
     patience: int | None = None  # early-stopping patience in epochs (None: Ultralytics' default)
     workers: int | None = None  # dataloader workers; 0 loads in the main process (None: default)
+    # a fair warm start (search.pretrain): every trial starts from the base trained this many epochs at this
+    # budget on the training split (or from ``weights``, when given), with every site's layers left fresh in
+    # every architecture, the base included (None or 0: no such warm start)
+    pretrain: int | None = None
     # warm start: a checkpoint of the base model; every trial loads each tensor whose name (its layer renamed
     # to its place after any insertion) and shape match. A relative path is relative to the space file.
     weights: str | None = None
@@ -390,6 +394,7 @@ _BUDGET_INTS = (
     "decoder_layers",
     "patience",
     "workers",
+    "pretrain",
 )
 _BUDGET_KEYS = (
     "epochs",
@@ -406,6 +411,7 @@ _BUDGET_KEYS = (
     "lr0",
     "patience",
     "workers",
+    "pretrain",
     "weights",
     "train",
 )
@@ -452,7 +458,7 @@ def _budget(path: str, name: str, raw: Any) -> Budget:
         kind = "an int" if k in _BUDGET_INTS else "a number"
         if not (_is_int(v) if k in _BUDGET_INTS else _is_num(v)):
             raise _err(path, f"{key}.{k}", f"expected {kind}, got {v!r}")
-        if v < 0 or (v == 0 and k not in ("workers", "denoising")):  # 0 of these is meaningful
+        if v < 0 or (v == 0 and k not in ("workers", "denoising", "pretrain")):  # 0 of these is meaningful
             raise _err(path, f"{key}.{k}", f"must be positive, got {v!r}")
     if raw.get("fraction", 1.0) > 1:
         raise _err(path, f"{key}.fraction", f"must be in (0, 1], got {raw['fraction']!r}")

@@ -41,6 +41,7 @@ from .frontier import (
     hypervolume_curve,
 )
 from .plots import plot_frontier
+from .pretrain import fresh_layers, with_pretrain
 from .records import (
     COST_METRICS,
     EXPERIMENT,
@@ -183,6 +184,7 @@ SETUP_FLAGS = {
     "budget.batch": "--batch",
     "budget.fraction": "--fraction",
     "budget.lr0": "--lr0",
+    "budget.pretrain": "--pretrain",
     "data": "--data",
     "data_fingerprint": "--data (the dataset's files changed)",
     "budget.weights": "--weights",
@@ -509,6 +511,7 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
         reference_yaml=ctx.base_yaml,  # ... interleaved with the base's, for a ratio that load cancels out of
         map_evaluator=space.map_evaluator,
         layer_map=layer_map(space, params),  # a warm start's base layers, where insertions moved them
+        fresh_layers=fresh_layers(space, budget),  # a fair warm start: no site's layer is loaded
         max_latency_ms=ctx.max_latency_ms,
         max_gflops=ctx.max_gflops,
         latency_precision=ctx.latency_precision,
@@ -1221,6 +1224,10 @@ def run_sweep(
     path = experiment_path(config)
     tracker = SweepTracker(config.tracking_uri, config.experiment)
     budget = resolved_budget(space, config.budget, config.overrides)
+    if budget.pretrain and not budget.weights:  # trained before anything is written to MLflow; once per setup
+        trained = with_pretrain(space, budget, config.data, path.parent / "pretrain", say)
+        config = dataclasses.replace(config, overrides={**config.overrides, "weights": trained.weights})
+        budget = trained
     if not ray.is_initialized():
         raise RuntimeError("run_sweep needs a running Ray: call ray.init() (the CLI does) first")
     setup = training_setup(config)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -66,6 +67,7 @@ class TrialSpec:
     )
     map_evaluator: str = "coco"  # what map50_95 and map50 are: COCO's protocol or Ultralytics' (both logged)
     layer_map: list[int] | None = None  # with weights of the base: each base layer's index in this model
+    fresh_layers: tuple[int, ...] = ()  # with weights: base layers never loaded (search.pretrain)
     # The caller's search.materialize.arch_hash of model_yaml, when model_yaml is already built for the
     # dataset's classes (a sweep has both); None: the trial sets the class count and hashes it itself.
     arch_hash: str | None = None
@@ -131,11 +133,20 @@ def _renamed(key: str, layer_map: list[int] | None) -> str:
     return ".".join(["model", str(layer_map[index]) if index < len(layer_map) else parts[1], *parts[2:]])
 
 
-def _warm_start(model, weights: str, out: Path, layer_map: list[int] | None = None) -> dict[str, Any]:
+def _layer_of(key: str) -> int | None:
+    """The layer index in a tensor name ``model.<i>.<...>``; None for any other name."""
+    parts = key.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "model" and parts[1].isdigit() else None
+
+
+def _warm_start(
+    model, weights: str, out: Path, layer_map: list[int] | None = None, fresh: tuple[int, ...] = ()
+) -> dict[str, Any]:
     """Load every tensor of ``weights`` whose name (after ``layer_map``) and shape match ``model``; say how many.
 
     ``layer_map`` (see :func:`search.materialize.layer_map`) renames a base checkpoint's layers to
     their places in this model, so a layer after an inserted block still receives its own tensors.
+    The checkpoint's layers in ``fresh`` (base indices) are not loaded at all: they count as skipped.
     The matched tensors are loaded into ``model`` and handed to Ultralytics as its starting weights
     (``warm_start.pt`` in ``out``): ``train()`` starts from them.
     """
@@ -143,23 +154,26 @@ def _warm_start(model, weights: str, out: Path, layer_map: list[int] | None = No
     from ultralytics.nn.tasks import load_checkpoint
 
     source, _ = load_checkpoint(weights)
-    theirs = {_renamed(k, layer_map): v for k, v in source.float().state_dict().items()}
+    theirs = {
+        _renamed(k, layer_map): v for k, v in source.float().state_dict().items() if _layer_of(k) not in fresh
+    }
+    withheld = len(source.state_dict()) - len(theirs)
     ours = model.model.state_dict()
     matched = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
     model.model.load_state_dict(matched, strict=False)
     start = Path(out) / "warm_start.pt"
     torch.save({"model": model.model, "warm_start_from": str(weights)}, start)
     model.load(str(start))  # Ultralytics' own starting-weights path: train() transfers them into its model
-    fresh = sorted({int(k.split(".")[1]) for k in ours if k not in matched and k.split(".")[1].isdigit()})
+    unloaded = sorted({_layer_of(k) for k in ours if k not in matched} - {None})
     counts = {
         "warm_start_loaded": len(matched),
-        "warm_start_skipped": len(theirs) - len(matched),  # checkpoint tensors with no match in this model
+        "warm_start_skipped": withheld + len(theirs) - len(matched),  # checkpoint tensors not loaded
         "warm_start_new": len(ours) - len(matched),  # this model's tensors left at their initial values
-        "warm_start_fresh_layers": fresh,  # layers with at least one tensor not loaded
+        "warm_start_fresh_layers": unloaded,  # layers with at least one tensor not loaded
     }
     LOGGER.info(
         "warm start from %s: %d tensors loaded, %d skipped, %d new in this model (fresh layers %s)",
-        weights, *list(counts.values())[:3], fresh,
+        weights, *list(counts.values())[:3], unloaded,
     )  # fmt: skip
     return counts
 
@@ -292,6 +306,7 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
     Raises:
         TrialFailed: training raised, diverged, or produced no validation metric.
     """
+    import torch
     import yaml
     from ultralytics import RTDETR
 
@@ -315,9 +330,11 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
 
     result: dict[str, Any] = {"arch_hash": h, "model_yaml": str(yaml_path), "data": data, "device": device}
     try:
+        # a warm start hands this model's values to the trainer, so its fresh layers start from the seed's draw
+        torch.manual_seed(spec.seed)
         model = RTDETR(str(yaml_path))
         if spec.weights:
-            result.update(_warm_start(model, spec.weights, out, spec.layer_map))
+            result.update(_warm_start(model, spec.weights, out, spec.layer_map, spec.fresh_layers))
         reference = None
         if spec.reference_yaml is not None:
             from ultralytics.nn.tasks import RTDETRDetectionModel
@@ -517,6 +534,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int)
     p.add_argument("--fraction", type=float)
     p.add_argument("--lr0", type=float)
+    p.add_argument(
+        "--pretrain", type=int, help="with --space: the budget's fair warm start (0: from scratch)"
+    )
     p.add_argument("--patience", type=int)
     p.add_argument("--workers", type=int)
     p.add_argument("--seed", type=int, default=0)
@@ -532,8 +552,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def spec_from_args(args: argparse.Namespace) -> TrialSpec:
-    """Resolve the CLI's flags into a TrialSpec; raises ValueError for bad input."""
+def spec_from_args(args: argparse.Namespace) -> tuple[TrialSpec, Callable[[], str] | None]:
+    """Resolve the CLI's flags into a TrialSpec; raises ValueError for bad input.
+
+    The second value, for a budget with ``pretrain`` and no ``--weights``, trains (or finds) the
+    pretrained base its warm start loads and returns its path (:mod:`search.pretrain`); otherwise None.
+    """
     import yaml
 
     from .materialize import layer_map, materialize
@@ -553,6 +577,10 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
         if name not in space.budgets:
             raise ValueError(f"--budget {name!r}: space {space.name} has budgets {', '.join(space.budgets)}")
         budget = space.budgets[name]
+        if args.pretrain is not None:
+            if args.pretrain < 0:
+                raise ValueError(f"--pretrain must be >= 0, got {args.pretrain}")
+            budget = dataclasses.replace(budget, pretrain=args.pretrain)
         model_yaml, _ = materialize(space, validate_params(space, params), budget=budget)
         base = {site.name: site.default for site in space.sites}
         if all(base.values()):  # latency is timed against the base's, interleaved
@@ -584,13 +612,23 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
     if args.latency_precision == "fp16" and (args.device or default_device()) in ("cpu", "mps"):
         raise ValueError("--latency-precision fp16 needs a CUDA device; on the CPU latency is timed in fp32")
     constraints = getattr(space, "constraints", None) if args.space else None
-    return TrialSpec(
+    weights = args.weights or (budget.weights if budget is not None else None)
+    pretrain = fresh = None
+    if budget is not None and budget.pretrain:
+        from .pretrain import fresh_layers, pretrained_base
+
+        fresh = fresh_layers(space, budget)
+        trained = dataclasses.replace(budget, **{k: pick[k] for k in ("imgsz", "batch", "fraction", "lr0")})
+        if not weights:
+            pretrain = lambda: str(pretrained_base(space, trained, args.data, LOGGER.info))  # noqa: E731
+    spec = TrialSpec(
         model_yaml=model_yaml,
         out=Path(args.out).resolve(),
         data=args.data,
         device=args.device,
         seed=args.seed,
-        weights=args.weights or (budget.weights if budget is not None else None),
+        weights=weights,
+        fresh_layers=fresh or (),
         latency_imgsz=args.latency_imgsz,
         latency_precision=args.latency_precision,
         latency_backend=args.latency_backend,
@@ -602,6 +640,7 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
         map_evaluator=space.map_evaluator if args.space else "coco",
         **pick,
     )
+    return spec, pretrain
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -610,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     start(logging.INFO)
     args = _parser().parse_args(argv)
     try:
-        spec = spec_from_args(args)
+        spec, pretrain = spec_from_args(args)
         if spec.data is not None:
             prepare_data(spec.data)  # a bad dataset fails here, before any model is built
     except (ValueError, DataError) as exc:  # SpaceError and DataError are ValueErrors
@@ -618,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
     stdout = sys.stdout
     try:
         with _ultralytics_to_stderr():  # stdout carries exactly one JSON object
+            if pretrain is not None:
+                spec = dataclasses.replace(spec, weights=pretrain())
             result = run_trial(spec)
     except TrialFailed as exc:
         print(json.dumps({"status": "failed", "error": str(exc), "out": str(spec.out)}), file=stdout)

@@ -1,0 +1,145 @@
+"""A fair warm start for a proxy budget: the base trained once, every site's layers left fresh everywhere.
+
+Trained from scratch for a few hundred steps, the ``cpu`` proxy mostly records when each seed's
+training takes off: the base's seed std of mAP50-95 read 0.071 (bench/noise.py), larger than most
+differences between placements. A budget with ``pretrain: N`` starts every trial instead from a
+checkpoint of the space's base trained N epochs at that budget (seed :data:`PRETRAIN_SEED`, on the
+training split only: val and test stay unseen), and leaves the layers of **every** site at the trial's
+own random initial values in **every** architecture, the base included. So no architecture starts with
+trained weights where another starts fresh: at each site the base's block and GhostModuleV3 both start
+from their seed's draw, and everything between the sites starts from the same trained weights. What
+remains shared is that those layers were trained beside the base's blocks at the sites.
+
+The checkpoint is trained once per setup (base architecture, budget, dataset, code version) and kept in
+the cache (``RTDETR_SEARCH_CACHE``, else ~/.cache/rtdetr-ghost-search), beside the built-in dataset; a
+sweep copies it into its storage, which its trials read (shared on a cluster) and a resume finds again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from .space import Budget, Space
+
+__all__ = ["PRETRAIN_SEED", "cache_root", "fresh_layers", "pretrain_key", "pretrained_base", "with_pretrain"]
+
+PRETRAIN_SEED = 1000  # apart from the trials' seeds (0, 1, ...): the checkpoint is not one of their runs
+_CHECKPOINT = "last.pt"
+
+
+def fresh_layers(space: Space, budget: Budget) -> tuple[int, ...]:
+    """The base layers a trial of ``budget`` never loads from its warm start: under ``pretrain``, every
+    site's layer (replaced or inserted after, or kept); otherwise none (only what an architecture changes
+    stays fresh, as the names and shapes decide)."""
+    return tuple(sorted({s.layer for s in space.sites})) if budget.pretrain else ()
+
+
+def cache_root() -> Path:
+    """Where a single trial or a bench keeps pretrained checkpoints (``RTDETR_SEARCH_CACHE`` or ~/.cache)."""
+    cache = os.environ.get("RTDETR_SEARCH_CACHE")
+    base = Path(cache) if cache else Path.home() / ".cache" / "rtdetr-ghost-search"
+    return base / "pretrain"
+
+
+def pretrain_key(space: Space, budget: Budget, data: str | None) -> str:
+    """16 hex chars naming the checkpoint a budget's warm start needs: what it was trained from and how.
+
+    The trial's own epochs, patience and warm-start path do not enter: they do not change the checkpoint.
+    """
+    from .data import builtin_dataset, dataset_fingerprint
+    from .materialize import arch_hash, materialize
+    from .provenance import code_version
+
+    base = materialize(space, {s.name: s.default for s in space.sites}, budget=budget)[0]
+    training = {
+        k: v
+        for k, v in dataclasses.asdict(budget).items()
+        if k not in ("name", "epochs", "patience", "weights")
+    }
+    values = {
+        "base": arch_hash(base),
+        "budget": training,
+        "data": dataset_fingerprint(data or builtin_dataset()),
+        "seed": PRETRAIN_SEED,
+        "code": code_version(),
+    }
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def pretrained_base(
+    space: Space, budget: Budget, data: str | None, say: Callable[[str], None] = print
+) -> Path:
+    """The checkpoint ``budget``'s warm start loads: trained now unless the cache holds it already.
+
+    The base trains as a sweep trial would, for ``budget.pretrain`` epochs with seed :data:`PRETRAIN_SEED`,
+    in a scratch folder; only a finished checkpoint is moved into place, so a run killed midway leaves
+    nothing that a later one would take for done.
+    """
+    from .materialize import materialize
+    from .trial import TrialSpec, run_trial
+
+    key = pretrain_key(space, budget, data)
+    root = cache_root()
+    final = root / key / _CHECKPOINT
+    if final.exists():
+        return final
+    say(
+        f"pretraining the base for the warm start: {budget.pretrain} epochs, seed {PRETRAIN_SEED} (once; kept as {final})"
+    )
+    scratch = root / f".{key}-{uuid.uuid4().hex[:8]}"
+    base = materialize(space, {s.name: s.default for s in space.sites}, budget=budget)[0]
+    cold = dataclasses.replace(budget, epochs=budget.pretrain, pretrain=None, weights=None)
+    spec = TrialSpec.from_budget(
+        base, cold, scratch, seed=PRETRAIN_SEED, data=data, map_evaluator=space.map_evaluator
+    )
+    try:
+        result = run_trial(spec)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _place(Path(result["last"]), final)
+        (final.parent / "pretrain.json").write_text(
+            json.dumps({"seed": PRETRAIN_SEED, **result}, indent=2, default=str)
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    say(
+        f"pretrained the base: mAP50-95 {result['map50_95']:.3f} on the {result['scored_split']} split after {budget.pretrain} epochs"
+    )
+    return final
+
+
+def _place(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` atomically: a concurrent reader sees no file or the whole one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+    shutil.copy2(source, staged)
+    os.replace(staged, target)
+
+
+def with_pretrain(
+    space: Space,
+    budget: Budget,
+    data: str | None,
+    keep_in: Path | None = None,
+    say: Callable[[str], None] = print,
+) -> Budget:
+    """``budget`` with its warm start resolved: ``weights`` set to the pretrained base when it has ``pretrain``
+    and no checkpoint of its own; any other budget unchanged.
+
+    With ``keep_in`` (a sweep's storage) the checkpoint is copied there as ``<key>.pt`` and read from
+    there, and a copy already there is used as it is: a resumed sweep starts from the very same weights.
+    """
+    if not budget.pretrain or budget.weights:
+        return budget
+    if keep_in is None:
+        return dataclasses.replace(budget, weights=str(pretrained_base(space, budget, data, say)))
+    kept = Path(keep_in) / f"{pretrain_key(space, budget, data)}.pt"
+    if not kept.exists():
+        _place(pretrained_base(space, budget, data, say), kept)
+    return dataclasses.replace(budget, weights=str(kept))
