@@ -28,7 +28,15 @@ from pathlib import Path
 
 from .space import Budget, Space
 
-__all__ = ["PRETRAIN_SEED", "cache_root", "fresh_layers", "pretrain_key", "pretrained_base", "with_pretrain"]
+__all__ = [
+    "PRETRAIN_SEED",
+    "cache_root",
+    "fresh_layers",
+    "kept_checkpoint",
+    "pretrain_key",
+    "pretrained_base",
+    "with_pretrain",
+]
 
 PRETRAIN_SEED = 1000  # apart from the trials' seeds (0, 1, ...): the checkpoint is not one of their runs
 _CHECKPOINT = "last.pt"
@@ -122,6 +130,11 @@ def _place(source: Path, target: Path) -> None:
     os.replace(staged, target)
 
 
+def kept_checkpoint(space: Space, budget: Budget, data: str | None, keep_in: Path) -> Path:
+    """Where a sweep keeps its copy of ``budget``'s pretrained base (it may not exist yet)."""
+    return Path(keep_in) / f"{pretrain_key(space, budget, data)}.pt"
+
+
 def with_pretrain(
     space: Space,
     budget: Budget,
@@ -139,7 +152,7 @@ def with_pretrain(
         return budget
     if keep_in is None:
         return dataclasses.replace(budget, weights=str(pretrained_base(space, budget, data, say)))
-    kept = Path(keep_in) / f"{pretrain_key(space, budget, data)}.pt"
+    kept = kept_checkpoint(space, budget, data, keep_in)
     if not kept.exists():
         _place(pretrained_base(space, budget, data, say), kept)
     return dataclasses.replace(budget, weights=str(kept))

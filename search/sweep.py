@@ -41,7 +41,7 @@ from .frontier import (
     hypervolume_curve,
 )
 from .plots import plot_frontier
-from .pretrain import fresh_layers, with_pretrain
+from .pretrain import fresh_layers, kept_checkpoint, with_pretrain
 from .records import (
     COST_METRICS,
     EXPERIMENT,
@@ -157,6 +157,9 @@ def training_setup(config: SweepConfig) -> dict[str, str]:
     from .provenance import code_version
 
     budget = resolved_budget(config.space, config.budget, config.overrides)
+    if budget.pretrain and not budget.weights:  # what run_sweep resolves it to: the copy in the storage
+        kept = kept_checkpoint(config.space, budget, config.data, experiment_path(config).parent / "pretrain")
+        budget = dataclasses.replace(budget, weights=str(kept) if kept.exists() else None)
     values = {
         "budget": config.budget,
         **{f"budget.{k}": v for k, v in dataclasses.asdict(budget).items() if k != "name"},
