@@ -25,6 +25,7 @@ __all__ = [
     "DataError",
     "builtin_dataset",
     "builtin_sizes",
+    "cache_dir",
     "check_dataset",
     "dataset_fingerprint",
 ]
@@ -68,11 +69,15 @@ class DataError(ValueError):
 # --------------------------------------------------------------------------- built-in dataset
 
 
-def _default_root() -> Path:
+def cache_dir() -> Path:
+    """The service's cache folder (``RTDETR_SEARCH_CACHE``, else ~/.cache/rtdetr-ghost-search): the built-in
+    dataset, pretrained checkpoints."""
     cache = os.environ.get("RTDETR_SEARCH_CACHE")
-    if cache:
-        return Path(cache) / "data"
-    return Path.home() / ".cache" / "rtdetr-ghost-search" / "data"
+    return Path(cache) if cache else Path.home() / ".cache" / "rtdetr-ghost-search"
+
+
+def _default_root() -> Path:
+    return cache_dir() / "data"
 
 
 def _background(rng: np.random.Generator, imgsz: int) -> np.ndarray:

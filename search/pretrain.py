@@ -50,10 +50,17 @@ def fresh_layers(space: Space, budget: Budget) -> tuple[int, ...]:
 
 
 def cache_root() -> Path:
-    """Where a single trial or a bench keeps pretrained checkpoints (``RTDETR_SEARCH_CACHE`` or ~/.cache)."""
-    cache = os.environ.get("RTDETR_SEARCH_CACHE")
-    base = Path(cache) if cache else Path.home() / ".cache" / "rtdetr-ghost-search"
-    return base / "pretrain"
+    """Where pretrained checkpoints are cached: ``pretrain`` in the service's cache, beside the built-in data."""
+    from .data import cache_dir
+
+    return cache_dir() / "pretrain"
+
+
+def _base_yaml(space: Space, budget: Budget) -> dict:
+    """The base model's yaml at ``budget``: every site keeps its layer (the space loader made sure each can)."""
+    from .materialize import materialize
+
+    return materialize(space, {s.name: s.default for s in space.sites}, budget=budget)[0]
 
 
 def pretrain_key(space: Space, budget: Budget, data: str | None) -> str:
@@ -62,17 +69,16 @@ def pretrain_key(space: Space, budget: Budget, data: str | None) -> str:
     The trial's own epochs, patience and warm-start path do not enter: they do not change the checkpoint.
     """
     from .data import builtin_dataset, dataset_fingerprint
-    from .materialize import arch_hash, materialize
+    from .materialize import arch_hash
     from .provenance import code_version
 
-    base = materialize(space, {s.name: s.default for s in space.sites}, budget=budget)[0]
     training = {
         k: v
         for k, v in dataclasses.asdict(budget).items()
         if k not in ("name", "epochs", "patience", "weights")
     }
     values = {
-        "base": arch_hash(base),
+        "base": arch_hash(_base_yaml(space, budget)),
         "budget": training,
         "data": dataset_fingerprint(data or builtin_dataset()),
         "seed": PRETRAIN_SEED,
@@ -90,7 +96,6 @@ def pretrained_base(
     in a scratch folder; only a finished checkpoint is moved into place, so a run killed midway leaves
     nothing that a later one would take for done.
     """
-    from .materialize import materialize
     from .trial import TrialSpec, run_trial
 
     key = pretrain_key(space, budget, data)
@@ -102,14 +107,17 @@ def pretrained_base(
         f"pretraining the base for the warm start: {budget.pretrain} epochs, seed {PRETRAIN_SEED} (once; kept as {final})"
     )
     scratch = root / f".{key}-{uuid.uuid4().hex[:8]}"
-    base = materialize(space, {s.name: s.default for s in space.sites}, budget=budget)[0]
     cold = dataclasses.replace(budget, epochs=budget.pretrain, pretrain=None, weights=None)
     spec = TrialSpec.from_budget(
-        base, cold, scratch, seed=PRETRAIN_SEED, data=data, map_evaluator=space.map_evaluator
+        _base_yaml(space, budget),
+        cold,
+        scratch,
+        seed=PRETRAIN_SEED,
+        data=data,
+        map_evaluator=space.map_evaluator,
     )
     try:
         result = run_trial(spec)
-        final.parent.mkdir(parents=True, exist_ok=True)
         _place(Path(result["last"]), final)
         (final.parent / "pretrain.json").write_text(
             json.dumps({"seed": PRETRAIN_SEED, **result}, indent=2, default=str)

@@ -618,6 +618,14 @@ def parse_space(data: dict, path: str, *, base_yaml: dict | None = None) -> Spac
         constraints=_constraints(path, data.get("constraints")),
         map_evaluator=evaluator,
     )
+    pretrained = [b.name for b in space.budgets.values() if b.pretrain]
+    keepless = [site.name for site in space.sites if site.default is None]
+    if pretrained and keepless:
+        raise _err(
+            path,
+            f"budgets.{pretrained[0]}.pretrain",
+            f"pretrains the base, but sites {', '.join(keepless)} have no keep choice: the space holds no base",
+        )
     return dataclasses.replace(space, references=_references(space, data.get("references")))
 
 

@@ -72,6 +72,13 @@ def test_budget_pretrain_is_checked_and_names_the_site_layers(tmp_path):
         path.write_text(SPACE.replace("pretrain: 2", f"pretrain: {bad}"))
         with pytest.raises(SpaceError, match=rf"budgets.cpu.pretrain: {message}"):
             load_space(str(path))
+    path.write_text(
+        SPACE.replace("      keep: keep\n      ori:", "      ori:")
+    )  # pan_p5 cannot keep its layer
+    with pytest.raises(
+        SpaceError, match=r"budgets.cpu.pretrain: pretrains the base, but sites pan_p5 have no keep"
+    ):
+        load_space(str(path))
     path.write_text(SPACE.replace("pretrain: 2", "pretrain: 0"))
     assert not load_space(str(path)).budgets["cpu"].pretrain  # 0: trials train from scratch
 
