@@ -87,8 +87,8 @@ def run_sweep(args: argparse.Namespace, tmp: Path, name: str, uri: str) -> tuple
         cache = tmp / "cache"
         cache.mkdir()
         env["RTDETR_SEARCH_CACHE"] = str(cache)
-        if (search.ultra.CACHE / "data").is_dir():  # the built-in dataset, generated once per machine
-            (cache / "data").symlink_to(search.ultra.CACHE / "data", target_is_directory=True)
+        if (search.ultra.cache_dir() / "data").is_dir():  # the built-in dataset, generated once per machine
+            (cache / "data").symlink_to(search.ultra.cache_dir() / "data", target_is_directory=True)
     cmd = [
         sys.executable,
         "-m",
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     print(f"load before: {load_average()}")
     print(
-        f"latency cache: {'the usual one (' + str(search.ultra.CACHE) + ')' if args.cached_cost else 'empty'}"
+        f"latency cache: {'the usual one (' + str(search.ultra.cache_dir()) + ')' if args.cached_cost else 'empty'}"
         f"   temporary folder: {tmp}",
         flush=True,
     )

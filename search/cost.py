@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .provenance import code_version
-from .ultra import CACHE
+from .ultra import cache_dir
 
 __all__ = [
     "CostError",
@@ -273,7 +273,7 @@ def _spread(values: list[float], name: str) -> dict[str, float]:
 def _cache_file(arch_hash: str, device: str, imgsz: int, precision: str) -> Path:
     # code_version covers the blocks' code, the cost code and the torch and Ultralytics versions
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in device)
-    return CACHE / "cost" / f"{arch_hash}-{safe}-{imgsz}-{precision}-{code_version()}.json"
+    return cache_dir() / "cost" / f"{arch_hash}-{safe}-{imgsz}-{precision}-{code_version()}.json"
 
 
 def onnx_latency(onnx_path: Path, imgsz: int, device: torch.device, **plan) -> dict:

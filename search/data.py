@@ -19,13 +19,14 @@ import cv2
 import numpy as np
 import yaml
 
+from .ultra import cache_dir
+
 __all__ = [
     "CLASS_NAMES",
     "DEFAULT_SIZES",
     "DataError",
     "builtin_dataset",
     "builtin_sizes",
-    "cache_dir",
     "check_dataset",
     "dataset_fingerprint",
 ]
@@ -67,13 +68,6 @@ class DataError(ValueError):
 
 
 # --------------------------------------------------------------------------- built-in dataset
-
-
-def cache_dir() -> Path:
-    """The service's cache folder (``RTDETR_SEARCH_CACHE``, else ~/.cache/rtdetr-ghost-search): the built-in
-    dataset, pretrained checkpoints."""
-    cache = os.environ.get("RTDETR_SEARCH_CACHE")
-    return Path(cache) if cache else Path.home() / ".cache" / "rtdetr-ghost-search"
 
 
 def _default_root() -> Path:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .space import Budget, Space
+from .ultra import cache_dir
 
 __all__ = [
     "PRETRAIN_SEED",
@@ -51,8 +52,6 @@ def fresh_layers(space: Space, budget: Budget) -> tuple[int, ...]:
 
 def cache_root() -> Path:
     """Where pretrained checkpoints are cached: ``pretrain`` in the service's cache, beside the built-in data."""
-    from .data import cache_dir
-
     return cache_dir() / "pretrain"
 
 

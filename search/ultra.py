@@ -14,8 +14,15 @@ import os
 import sys
 from pathlib import Path
 
-CACHE = Path(os.environ.get("RTDETR_SEARCH_CACHE", Path.home() / ".cache" / "rtdetr-ghost-search"))
 LOGGER = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """The service's cache folder, read when asked (``RTDETR_SEARCH_CACHE``, else
+    ~/.cache/rtdetr-ghost-search): the built-in dataset, pretrained checkpoints, measured costs and
+    Ultralytics' settings."""
+    cache = os.environ.get("RTDETR_SEARCH_CACHE")
+    return Path(cache) if cache else Path.home() / ".cache" / "rtdetr-ghost-search"
 
 
 def offline() -> None:
@@ -24,7 +31,7 @@ def offline() -> None:
         LOGGER.warning("ultralytics was imported before search.ultra.offline(): it may try the network")
     os.environ["YOLO_OFFLINE"] = "1"  # no font, weight or dataset downloads, no online checks
     os.environ["YOLO_AUTOINSTALL"] = "false"  # never pip-install a missing package mid-run
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(CACHE / "ultralytics"))
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(cache_dir() / "ultralytics"))
 
 
 # Ultralytics' integrations switch themselves on when their library is importable: with mlflow and

@@ -53,11 +53,12 @@ def test_latency_reports_median_and_spread():
 
 
 def test_cost_is_cached_per_architecture_device_and_size(tmp_path, monkeypatch):
-    monkeypatch.setattr("search.cost.CACHE", tmp_path)
+    monkeypatch.setenv("RTDETR_SEARCH_CACHE", str(tmp_path))
     net = RTDETR("rtdetr-l.yaml").model
     first = measure_cost(net, "abc123", latency_imgsz=64)
     second = measure_cost(net, "abc123", latency_imgsz=64)
     assert first["cost_cached"] is False and second["cost_cached"] is True
+    assert len(list((tmp_path / "cost").glob("abc123-*.json"))) == 1  # the cache folder is read when used
     assert second["latency_ms"] == first["latency_ms"] and second["gflops"] == first["gflops"]
     assert measure_cost(net, "abc123", latency_imgsz=96)["cost_cached"] is False  # other size: measured
 
@@ -92,7 +93,7 @@ def test_cost_cache_is_not_served_across_a_code_change(tmp_path, monkeypatch):
     """A change to the blocks' code, torch or Ultralytics changes the code version: costs are measured again."""
     import search.provenance
 
-    monkeypatch.setattr("search.cost.CACHE", tmp_path)
+    monkeypatch.setenv("RTDETR_SEARCH_CACHE", str(tmp_path))
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
     assert measure_cost(net, "abc123", latency_imgsz=32)["cost_cached"] is False
     assert measure_cost(net, "abc123", latency_imgsz=32)["cost_cached"] is True
@@ -145,7 +146,7 @@ def test_latency_is_fp16_with_200_synchronised_runs_on_a_gpu_and_fp32_on_the_cpu
 
 
 def test_measured_cost_names_its_precision_and_versions(tmp_path, monkeypatch):
-    monkeypatch.setattr("search.cost.CACHE", tmp_path)
+    monkeypatch.setenv("RTDETR_SEARCH_CACHE", str(tmp_path))
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
     out = measure_cost(net, "abc123", latency_imgsz=32)
     assert out["latency_precision"] == "fp32" and out["latency_torch"] == torch.__version__
