@@ -60,12 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(ablation_text(table))
         return 0
+    members = {r["trial_id"] for r in front}
     shown = rows if args.all else front
     if args.format == "json":
-        print(
-            json.dumps([{**r, "seeds": {str(k): v for k, v in r["seeds"].items()}} for r in shown], indent=2)
-        )
+        print(json.dumps([{**r, "seeds": {str(k): v for k, v in r["seeds"].items()},
+                           "on_frontier": r["trial_id"] in members} for r in shown], indent=2))  # fmt: skip
         return 0
+    if args.all:  # which rows are the frontier
+        shown = [{**r, "frontier": "yes" if r["trial_id"] in members else "-"} for r in rows]
     print(f"sweep {args.sweep}: {len(rows)} finished architectures, {len(front)} on the noise-aware frontier")
     print(frontier_text(shown, space, noise, notes=not args.all))
     return 0

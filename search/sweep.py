@@ -973,7 +973,7 @@ def frontier_text(front: list[dict], space: Space, noise: dict | None = None, *,
     if not front:
         return "no finished trial: the frontier is empty"
     objectives = list(space.objectives)
-    cols = ["trial_id", "label", "n_seeds"]
+    cols = ["trial_id", "label"] + (["frontier"] if any("frontier" in r for r in front) else []) + ["n_seeds"]
     for o in objectives:
         cols += [o.metric] + ([f"{o.metric} ±95%"] if o.metric not in EXACT_METRICS else [])
 

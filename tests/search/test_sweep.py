@@ -398,6 +398,16 @@ def test_the_frontier_and_the_ablation_table_of_a_past_sweep_print_from_mlflow(g
     assert "noise floor, the seed std pooled" in text.stdout and "map50_95 ±95%" in text.stdout
     as_json = subprocess.run([*cmd, "--format", "json"], capture_output=True, text=True, timeout=300)
     assert sorted(r["run_id"] for r in json.loads(as_json.stdout)) == sorted(on_front)
+    every = subprocess.run([*cmd, "--all"], capture_output=True, text=True, timeout=300)
+    header, _, *body = every.stdout.splitlines()[1 : 3 + len(archs)]
+    at = header.index("frontier")  # the table's columns are aligned: read the column where its header is
+    for a in archs:
+        (line,) = [line for line in body if a.data.tags["arch_hash"] in line]
+        assert line[at : at + len("frontier")].strip() == ("yes" if a.info.run_id in on_front else "-"), line
+    every_json = json.loads(subprocess.run([*cmd, "--all", "--format", "json"], capture_output=True, text=True,
+                                           timeout=300).stdout)  # fmt: skip
+    assert len(every_json) == len(archs)
+    assert {r["run_id"] for r in every_json if r["on_frontier"]} == set(on_front)
     table = subprocess.run([*cmd, "--table", "ablation"], capture_output=True, text=True, timeout=300)
     assert table.returncode == 0, table.stderr[-2000:]
     lines = table.stdout.splitlines()
