@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from typing import NoReturn
 
 from . import ultra
 
-__all__ = ["Parser", "UsageError", "start", "usage_error"]
+__all__ = ["Parser", "UsageError", "check_name", "start", "usage_error"]
 
 
 class UsageError(ValueError):
@@ -25,6 +26,24 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message}\n")
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_name(flag: str, name: str | None) -> None:
+    """A sweep name becomes a folder under the storage path and a value in MLflow filters: letters,
+    digits, ``.``, ``_`` and ``-``, starting with a letter or digit, so it can never leave that folder
+    (``..``, ``/``) or change a filter (quotes).
+
+    Raises:
+        UsageError: naming ``flag`` and the name.
+    """
+    if name is not None and (not _NAME.fullmatch(name) or ".." in name):
+        raise UsageError(
+            f"{flag} {name!r}: a sweep name is 1-128 letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit (it becomes a folder in the storage path)"
+        )
 
 
 def start(level: int = logging.WARNING) -> None:

@@ -57,11 +57,13 @@ from typing import Any
 import numpy as np
 
 from . import ultra
-from .cli import Parser, start, usage_error
+from .checkpoint import CheckpointError
+from .checkpoint import load as load_checkpoint_safely
+from .cli import Parser, UsageError, check_name, start, usage_error
 from .records import EXPERIMENT, OK, ROLE_ARCH, Tag, run_row
 
 __all__ = [
-    "ATOL", "EXPERIMENT", "PICKS", "ExportError", "compare_outputs", "export_run", "frontier_architectures", "knee",
+    "ATOL", "EXPERIMENT", "PICKS", "EmptyFrontier", "ExportError", "compare_outputs", "export_run", "frontier_architectures", "knee",
     "pick_run", "representative_seed",
 ]  # fmt: skip
 
@@ -77,6 +79,10 @@ RECORDED = ("map50_95", "map50", "latency_ms", "gflops", "n_params")
 
 class ExportError(ValueError):
     """A problem the user can fix (a run, sweep, file or flag); exit code 2."""
+
+
+class EmptyFrontier(ExportError):
+    """The sweep exists but has no finished trial on its frontier: nothing to export (exit code 1)."""
 
 
 # ------------------------------------------------------------------------------------------ picking
@@ -192,7 +198,7 @@ def frontier_runs(client: Any, experiment: str, sweep: str) -> list[Any]:
     # a finished trial that trained its own weights is a row of the sweep (records.run_row), on the frontier
     front = [r for r in trials if run_row(r, []) is not None and r.data.tags.get(Tag.PARETO) == "true"]
     if not front:
-        raise ExportError(
+        raise EmptyFrontier(
             f"sweep {sweep!r} has no finished trial on the frontier (tags trial.status=ok, pareto=true) "
             f"among its {len(trials)} trial runs"
         )
@@ -409,6 +415,10 @@ def export_run(
                 )
         elif not weights.is_file():
             raise ExportError(f"--weights {weights}: no such file")
+        try:  # opened as data: a file holding more than model classes and tensors is refused here
+            load_checkpoint_safely(weights)
+        except CheckpointError as exc:
+            raise ExportError(f"--weights {exc}") from None
         if image is not None and not image.is_file():
             raise ExportError(f"--image {image}: no such file")
         out.mkdir(parents=True, exist_ok=True)
@@ -488,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = _parser().parse_args(argv)
     try:
+        check_name("--sweep", args.sweep)
         if args.pick and not args.sweep:
             raise ExportError("--pick only applies with --sweep")
         for key in ("imgsz", "opset"):
@@ -519,7 +530,10 @@ def main(argv: list[str] | None = None) -> int:
             image=Path(args.image) if args.image else None,
             atol=args.atol,
         )
-    except ExportError as exc:
+    except EmptyFrontier as exc:  # the request was fine; the sweep produced nothing to export
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except (ExportError, UsageError) as exc:
         return usage_error(exc)
     check = record["check"]
     metrics = " ".join(f"{k} {v:.4g}" for k, v in record["metrics"].items())

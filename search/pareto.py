@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .cli import Parser, start, usage_error
+from .cli import Parser, check_name, start, usage_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     uri = args.tracking_uri or default_tracking_uri()
     try:
+        check_name("--sweep", args.sweep)
         check_tracking(uri)
         tracker = SweepTracker(uri, args.experiment)
         parents = [r for r in tracker.runs_for_sweep(args.sweep) if Tag.PARENT not in r.data.tags]
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(ablation_text(table))
         return 0
+    if not front:  # nothing to show: a script reading the exit code must not take it for a result
+        print(f"sweep {args.sweep}: no finished architecture, so no frontier", file=sys.stderr)
+        return 1
     members = {r["trial_id"] for r in front}
     shown = rows if args.all else front
     if args.format == "json":

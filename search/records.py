@@ -7,11 +7,14 @@ with these names.
 
 from __future__ import annotations
 
+import re
+
 from .stats import summarize
 
 __all__ = [
     "EXPERIMENT",
     "architecture_rows",
+    "outcomes",
     "choices_text",
     "Tag",
     "run_row",
@@ -63,6 +66,7 @@ class Tag:
     STOPPED_EARLY = "stopped_early"
     INFEASIBLE = "infeasible"  # the cost constraint it broke
     ERROR = "error"
+    ATTEMPTS = "trial.attempts"  # times Ray started the trial: more than 1 only after a worker or node died
     PARETO = "pareto"  # "true" on the frontier's runs
     LATENCY_DEVICE = "latency_device"
     SCORED_SPLIT = "scored_split"  # the split a trial's mAP was scored on: "test", or "val" without one
@@ -139,6 +143,30 @@ def architecture_rows(seed_rows: list[dict]) -> list[dict]:
         row["n_params"] = int(first.get("n_params") or 0)
         out.append(row)
     return out
+
+
+def outcomes(runs: list) -> tuple[dict[str, int], dict[str, int]]:
+    """A sweep's trial runs counted by status, and each distinct error with how many trials ended on it.
+
+    A trial that reused another's result counts under that result's status; its error names the run
+    it reused, so it is not counted as an error of its own.
+    """
+    counts: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    for run in runs:
+        status = run.data.tags.get(Tag.STATUS) or TRAINING
+        counts[status] = counts.get(status, 0) + 1
+        error = run.data.tags.get(Tag.ERROR)
+        if status in (FAILED, LOST) and error and Tag.REUSED_FROM not in run.data.tags:
+            line = _same_wording(" ".join(error.split()))[:300]
+            errors[line] = errors.get(line, 0) + 1
+    return counts, errors
+
+
+def _same_wording(error: str) -> str:
+    """An error text with every ``{a, b}`` set printed sorted: one error reads the same from every process
+    (Python prints a set of strings in a different order in each)."""
+    return re.sub(r"\{([^{}]*)\}", lambda m: "{" + ", ".join(sorted(m.group(1).split(", "))) + "}", error)
 
 
 def choices_text(params: dict[str, str]) -> str:

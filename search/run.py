@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from . import ultra
-from .cli import Parser, UsageError, start, usage_error
+from .cli import Parser, UsageError, check_name, start, usage_error
 from .records import EXPERIMENT, choices_text
 
 
@@ -156,6 +156,8 @@ def _positive(args: argparse.Namespace) -> None:
         )
     if args.max_failures < 0:
         raise UsageError(f"--max-failures must be >= 0, got {args.max_failures}")
+    check_name("--name", args.name)
+    check_name("--from-sweep", args.from_sweep)
 
 
 # ------------------------------------------------------------------------------------------ dry run
@@ -235,11 +237,10 @@ def sweep_config(args: argparse.Namespace, space, points: list[dict] | None = No
         raise UsageError(
             "--samples does not apply to --sampler ablation or --from-sweep: they train a fixed list of architectures"
         )
-    if args.weights and not Path(args.weights).is_file():
-        raise UsageError(f"--weights {args.weights}: no such file")
     weights = space.budgets[budget].weights
-    if not args.weights and weights and not Path(weights).is_file():
-        raise UsageError(f"budget {budget!r} of space {space.name}: weights {weights}: no such file")
+    if args.weights or weights:  # opened as data, and it must fit the base: before Ray or MLflow hear of it
+        flag = "--weights" if args.weights else f"budget {budget!r} of space {space.name}: weights"
+        print(f"[sweep] {check_base_weights(args.weights or weights, space, budget, flag)}")
     if args.resume and not args.name:
         raise UsageError("--resume needs the --name of the sweep to continue")
     if args.data:
@@ -352,6 +353,28 @@ def sweep_config(args: argparse.Namespace, space, points: list[dict] | None = No
     return config
 
 
+def check_base_weights(path: str, space, budget: str, flag: str) -> str:
+    """Check a warm-start checkpoint against the space's base at ``budget`` (see
+    :func:`search.checkpoint.check_weights`); one line on how much of the base it fills.
+
+    Raises:
+        UsageError: the file is missing, not a safe checkpoint, or fits the base not at all.
+    """
+    from ultralytics.nn.tasks import RTDETRDetectionModel
+
+    from .checkpoint import CheckpointError, check_weights
+    from .materialize import materialize
+
+    ultra.setup()
+    base = {s.name: s.default for s in space.sites}
+    point = base if all(base.values()) else next(iter(space.points()))
+    model = RTDETRDetectionModel(materialize(space, point, budget=space.budgets[budget])[0], verbose=False)
+    try:
+        return check_weights(path, model, flag=flag)
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def start_ray(address: str | None) -> None:
     """Start a local Ray, or join the cluster at ``address``; an unreachable one is a UsageError, fast."""
     import socket
@@ -451,8 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run_sweep(config, say=print, live=sys.stdout.isatty())
-    return 0
+    front = run_sweep(config, say=print, live=sys.stdout.isatty())
+    return 0 if front else 1  # a sweep that produced no frontier must not read as a success to a script
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ class SpaceError(ValueError):
 
 
 def _err(path: str, key: str, problem: str) -> SpaceError:
+    key = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(key))  # a key is named on one line
     return SpaceError(f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
 
 
@@ -327,6 +328,11 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def _among(value: Any, names) -> bool:
+    """Whether ``value`` is one of the names (a list or a mapping from the file is not, and never raises)."""
+    return isinstance(value, str) and value in names
+
+
 def _mapping(path: str, key: str, value: Any, allowed: tuple, required: tuple = ()) -> dict:
     """Check ``value`` is a mapping with only ``allowed`` keys and all ``required`` ones."""
     if not isinstance(value, dict):
@@ -355,13 +361,13 @@ def _objectives(path: str, raw: Any) -> tuple[Objective, ...]:
         key = f"objectives.{i}"
         item = _mapping(path, key, item, ("metric", "direction"), ("metric", "direction"))
         metric, direction = item["metric"], item["direction"]
-        if metric not in TRIAL_METRICS:
+        if not _among(metric, TRIAL_METRICS):
             raise _err(
                 path,
                 f"{key}.metric",
                 f"no trial reports {metric!r} (objectives may be {', '.join(TRIAL_METRICS)})",
             )
-        if direction not in DIRECTIONS:
+        if not _among(direction, DIRECTIONS):
             raise _err(
                 path,
                 f"{key}.direction",
@@ -515,16 +521,16 @@ def _choice(path: str, key: str, name: str, raw: Any) -> Choice:
     if isinstance(raw, str):
         raise _err(path, key, f"expected 'keep' or a mapping with op/block/mode, got {raw!r}")
     raw = _mapping(path, key, raw, _CHOICE_KEYS, ("op",))
-    if raw["op"] not in OPS:
+    if not _among(raw["op"], OPS):
         raise _err(path, f"{key}.op", f"unknown op {raw['op']!r} (expected {', '.join(OPS)})")
     if raw["op"] == "keep":
         raise _err(path, key, "a 'keep' choice takes no other keys")
     for k in ("block", "mode"):
         if k not in raw:
             raise _err(path, f"{key}.{k}", "missing required key")
-    if raw["block"] not in BLOCKS:
+    if not _among(raw["block"], BLOCKS):
         raise _err(path, f"{key}.block", f"unknown block {raw['block']!r} (expected {', '.join(BLOCKS)})")
-    if raw["mode"] not in MODES:
+    if not _among(raw["mode"], MODES):
         raise _err(path, f"{key}.mode", f"unknown mode {raw['mode']!r} (expected {', '.join(MODES)})")
     args = None if raw.get("args") is None else _check_args(path, f"{key}.args", raw["block"], raw["args"])
     repeats = raw.get("repeats")

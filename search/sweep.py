@@ -365,9 +365,18 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
     Whatever the seed's outcome, its architecture's run is brought up to date (mean and spread over
     the seeds trained so far), and ended when this was its last seed.
     """
+    from .trial import TrialFailed
+
     state: dict = {}
     try:
         _sweep_trial(config, ctx, state)
+    except (TrialFailed, TrialInfeasible) as exc:
+        # The trial's own outcome, recorded in its run: the model does not build, the weights do not load,
+        # training diverged, a cost is over its limit. A retry would end the same way, so the trial ends
+        # here, reporting it; Ray's retries (--max-failures) stay for workers and nodes that die.
+        from ray import tune
+
+        tune.report(failed_result(exc))
     finally:
         if "arch_run" in state:
             try:
@@ -380,6 +389,19 @@ def sweep_trial(config: dict, ctx: SweepContext) -> None:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def failed_result(exc: Exception) -> dict:
+    """The last result of a trial that ended on its own error: every metric NaN (Ray checks that each
+    result holds the searcher's metrics), ``failed`` 1 and the error, which the searcher and the
+    progress lines read."""
+    infeasible = isinstance(exc, TrialInfeasible)
+    return {
+        **dict.fromkeys(TRIAL_METRICS, float("nan")),
+        "failed": 1,
+        "outcome": INFEASIBLE if infeasible else FAILED,
+        "error": " ".join(str(exc).split())[:500],
+    }
 
 
 def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
@@ -420,6 +442,8 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
         reopen=False,
     )
     previous = tracker.run(run_id)
+    attempts = int(previous.data.tags.get(Tag.ATTEMPTS, "0")) + 1
+    tracker.set_tags(run_id, {Tag.ATTEMPTS: str(attempts)})
     status = previous.data.tags.get(Tag.STATUS)
     if status in (FAILED, INFEASIBLE, LOST):  # Ray retried the trial after its recorded end: same answer
         raise TrialFailed(f"trial already recorded as {status}: {previous.data.tags.get('error', '')}")
@@ -526,7 +550,7 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
         error = str(exc) if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
         tracker.set_tags(run_id, {Tag.STATUS: FAILED})
         tracker.finish(run_id, "FAILED", error=error)
-        raise
+        raise TrialFailed(error) from exc  # deterministic: the same trial fails the same way again
     cost = {k: result[k] for k in COST_METRICS}
     if result["status"] == "infeasible":
         tracker.log_metrics(run_id, cost)
@@ -692,7 +716,8 @@ class Seeds(Searcher):
         if trial_id not in self.group_of:
             return
         group = self.groups[self.group_of[trial_id]]
-        group["trials"][trial_id] = {"result": result or {}, "error": error}
+        failed = error or bool((result or {}).get("failed"))  # a trial that ended on its own error
+        group["trials"][trial_id] = {"result": result or {}, "error": failed}
         done = [t for t in group["trials"].values() if t is not None]
         if len(done) < group["n"]:
             return
@@ -740,9 +765,13 @@ class TruthfulOptunaSearch(OptunaSearch):
             return
         ot_trial = self._ot_trials[trial_id]
         values = [result.get(m) for m in self.metric] if result else None
+        if (result or {}).get("failed"):  # ended on its own error, which its last result says
+            error, values = True, None
         if error or values is None or any(v is None for v in values):
             state, values = TrialState.FAIL, None
-            message = self.error_for(trial_id) if error and self.error_for else "no result"
+            message = (result or {}).get("error") or (
+                self.error_for(trial_id) if error and self.error_for else "no result"
+            )
             if message:
                 ot_trial.set_user_attr("error", message[:2000])
         elif not result.get("final"):
@@ -1025,14 +1054,13 @@ class Progress(Callback):
         say: Callable[[str], None],
         objectives,
         total: int,
-        where: str,
         *,
         epochs: int = 1,
         concurrent: int = 1,
         live: bool = False,
         stream=None,
     ) -> None:
-        self.say, self.objectives, self.total, self.where = say, list(objectives), total, where
+        self.say, self.objectives, self.total = say, list(objectives), total
         self.epochs, self.concurrent, self.live = epochs, max(1, concurrent), live
         self.stream = stream  # None: sys.stdout when writing (Ray pickles callbacks with the Tuner)
         self.last: dict[str, tuple[float, int]] = {}  # trial id -> (time of its last result, epoch)
@@ -1086,7 +1114,7 @@ class Progress(Callback):
         done, running, pending = self._counts(trials, trial, now)
         self._emit(
             f"[sweep] {event} | {done} done, {running} running, {pending} pending{self._frontier()}"
-            f"{self._left(running, pending)} | {self.where}"
+            f"{self._left(running, pending)}"  # where the runs are: said at the start and at the end
         )
 
     @staticmethod
@@ -1120,6 +1148,12 @@ class Progress(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.last.pop(trial.trial_id, None)
         result = trial.last_result or {}
+        if result.get("failed"):
+            what = "over a cost limit" if result.get("outcome") == INFEASIBLE else "failed"
+            self._line(
+                trials, f"{what} {trial.trial_id}: {result.get('error', '')[:200]}", trial, "TERMINATED"
+            )
+            return
         if result.get("final"):
             seed = (trial.config or {}).get("seed", 0)
             self.rows[(result.get("arch_hash") or trial.trial_id, seed)] = result  # a reused one counts once
@@ -1168,8 +1202,8 @@ class TrialOutcomes(Callback):
             update_architecture(tracker, arch_run, self.space, int((trial.config or {}).get("seeds", 1)))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        if (trial.last_result or {}).get("final"):
-            return
+        if (trial.last_result or {}).get("final") or (trial.last_result or {}).get("failed"):
+            return  # finished, or ended on its own error: recorded by the trial itself
         tracker, run = self.record.run(trial.trial_id)
         if run is not None and run.data.tags.get(Tag.STATUS) == TRAINING:
             tracker.set_tags(run.info.run_id, {Tag.STATUS: STOPPED, Tag.STOPPED_EARLY: "true"})
@@ -1295,7 +1329,6 @@ def run_sweep(
                 say,
                 space.objectives,
                 n_trials,
-                where,
                 epochs=budget.epochs,
                 concurrent=config.max_concurrent,
                 live=live,
@@ -1352,13 +1385,33 @@ def run_sweep(
         time.sleep(pause)
     front, noise = finalize(tracker, parent_id, space, budget, nc, path / "report", config.latency_precision)
     tracker.close_dangling(parent_id)
-    tracker.finish(parent_id)
-    say(
-        f"[sweep] frontier of {config.name} ({len(front)} architectures):\n{frontier_text(front, space, noise)}"
-    )
+    counts, errors = records.outcomes(tracker.trials(parent_id))
+    tracker.finish(parent_id, "FINISHED" if front else "FAILED")
+    if front:
+        say(
+            f"[sweep] frontier of {config.name} ({len(front)} architectures):\n{frontier_text(front, space, noise)}"
+        )
+    say(f"[sweep] {config.name} is in {where}")
     for line in mlflow_links(config.tracking_uri, tracker.experiment_id, [r["run_id"] for r in front]):
         say(f"[sweep] {line}")
+    for line in outcome_lines(counts, errors, finished=bool(front)):
+        say(f"[sweep] {line}")
     return front
+
+
+def outcome_lines(counts: dict[str, int], errors: dict[str, int], *, finished: bool) -> list[str]:
+    """The sweep's last lines: how many trials ended how, and each distinct error once."""
+    total = sum(counts.values())
+    bad = {k: v for k, v in counts.items() if k != OK}
+    lines = []
+    if not finished:
+        lines.append(f"no trial finished: the sweep produced no frontier ({total} trials)")
+    elif bad:
+        lines.append(f"{counts.get(OK, 0)} of {total} trials finished")
+    if bad:
+        lines.append("not finished: " + ", ".join(f"{n} {status}" for status, n in sorted(bad.items())))
+    lines += [f"error ({n} trial{'s' if n > 1 else ''}): {text}" for text, n in errors.items()]
+    return lines
 
 
 def mlflow_links(tracking_uri: str, experiment_id: str, frontier_run_ids: list[str]) -> list[str]:

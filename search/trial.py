@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -151,13 +152,15 @@ def _warm_start(
     (``warm_start.pt`` in ``out``): ``train()`` starts from them.
     """
     import torch
-    from ultralytics.nn.tasks import load_checkpoint
 
-    source, _ = load_checkpoint(weights)
-    theirs = {
-        _renamed(k, layer_map): v for k, v in source.float().state_dict().items() if _layer_of(k) not in fresh
-    }
-    withheld = len(source.state_dict()) - len(theirs)
+    from .checkpoint import CheckpointError, load, tensors
+
+    try:
+        source = tensors(load(weights))
+    except CheckpointError as exc:
+        raise TrialFailed(f"warm start: {exc}") from None
+    theirs = {_renamed(k, layer_map): v for k, v in source.items() if _layer_of(k) not in fresh}
+    withheld = len(source) - len(theirs)
     ours = model.model.state_dict()
     matched = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
     model.model.load_state_dict(matched, strict=False)
@@ -178,36 +181,26 @@ def _warm_start(
     return counts
 
 
-def safe_checkpoint(checkpoint: Path, model) -> dict:
-    """Load an Ultralytics checkpoint of ``model``'s architecture without running arbitrary pickled code.
+def safe_checkpoint(checkpoint: Path) -> dict:
+    """An Ultralytics checkpoint read back from sweep storage, loaded as data (:func:`search.checkpoint.load`).
 
-    Checkpoints read back from sweep storage may come from a shared folder, and Ultralytics unpickles
-    them in full. This loads with ``weights_only=True``, allowing only tensors, plain containers and
-    the module classes ``model`` itself is made of (plus Ultralytics' argument namespace), so a file
-    holding anything else is refused before Ultralytics ever opens it.
+    Checkpoints read back from sweep storage may come from a shared folder: a file holding anything
+    but model classes and tensors is refused before Ultralytics ever opens it.
 
     Raises:
         TrialFailed: the file cannot be read or holds other objects.
     """
-    import pickle
+    from .checkpoint import CheckpointError, load
 
-    import torch
-    from ultralytics.utils import IterableSimpleNamespace
-
-    allowed = {type(m) for m in model.modules()} | {IterableSimpleNamespace}
     try:
-        with torch.serialization.safe_globals(sorted(allowed, key=lambda t: t.__qualname__)):
-            return torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrialFailed(
-            f"checkpoint {checkpoint} is not a plain checkpoint of this architecture, refusing to load it: {first}"
-        ) from exc
+        return load(checkpoint)
+    except CheckpointError as exc:
+        raise TrialFailed(f"refusing to load checkpoint {exc}") from None
 
 
-def epochs_in(checkpoint: Path, model) -> int:
-    """Epochs an Ultralytics training checkpoint of ``model``'s architecture has completed (loaded safely)."""
-    return int(safe_checkpoint(checkpoint, model).get("epoch", -1)) + 1
+def epochs_in(checkpoint: Path) -> int:
+    """Epochs an Ultralytics training checkpoint has completed (loaded safely)."""
+    return int(safe_checkpoint(checkpoint).get("epoch", -1)) + 1
 
 
 def _validate(weights: Path, train_args: dict, split: str = "val") -> dict:
@@ -442,11 +435,11 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
     done = 0
     if resume_from is not None:
         resume_from = Path(resume_from)
-        done = epochs_in(resume_from, model.model)
+        done = epochs_in(resume_from)
         result["resumed_from_epoch"] = done
         best = resume_from.with_name("best.pt")
         if best.exists():
-            safe_checkpoint(best, model.model)
+            safe_checkpoint(best)
             if best.resolve() != scored.resolve():
                 scored.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(best, scored)  # the resumed trainer keeps it, or replaces it when it does better
@@ -552,6 +545,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_weights(path: str, model_yaml: dict) -> str:
+    """:func:`search.checkpoint.check_weights` against the model ``model_yaml`` builds; ValueError if it fails."""
+    from ultralytics.nn.tasks import RTDETRDetectionModel
+
+    from .checkpoint import check_weights
+
+    ultra.setup()
+    return check_weights(path, RTDETRDetectionModel(copy.deepcopy(model_yaml), verbose=False))
+
+
 def spec_from_args(args: argparse.Namespace) -> tuple[TrialSpec, Callable[[], str] | None]:
     """Resolve the CLI's flags into a TrialSpec; raises ValueError for bad input.
 
@@ -607,12 +610,12 @@ def spec_from_args(args: argparse.Namespace) -> tuple[TrialSpec, Callable[[], st
             raise ValueError(f"--{key} must be >= 1, got {pick[key]}")
     if not 0 < pick["fraction"] <= 1:
         raise ValueError(f"--fraction must be in (0, 1], got {pick['fraction']}")
-    if args.weights and not Path(args.weights).is_file():
-        raise ValueError(f"--weights {args.weights}: no such file")
     if args.latency_precision == "fp16" and (args.device or default_device()) in ("cpu", "mps"):
         raise ValueError("--latency-precision fp16 needs a CUDA device; on the CPU latency is timed in fp32")
     constraints = getattr(space, "constraints", None) if args.space else None
     weights = args.weights or (budget.weights if budget is not None else None)
+    if weights:  # opened as data, and it must fit the base (or the --model-yaml): before anything trains
+        LOGGER.info("%s", _check_weights(weights, reference_yaml or model_yaml))
     pretrain = fresh = None
     if budget is not None and budget.pretrain:
         from .pretrain import fresh_layers, pretrained_base

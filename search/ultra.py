@@ -31,6 +31,8 @@ def offline() -> None:
         LOGGER.warning("ultralytics was imported before search.ultra.offline(): it may try the network")
     os.environ["YOLO_OFFLINE"] = "1"  # no font, weight or dataset downloads, no online checks
     os.environ["YOLO_AUTOINSTALL"] = "false"  # never pip-install a missing package mid-run
+    # every checkpoint opened as data: weights_only loads against an allow-list (search.checkpoint)
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
     os.environ.setdefault("YOLO_CONFIG_DIR", str(cache_dir() / "ultralytics"))
 
 
@@ -61,9 +63,14 @@ def quiet() -> None:
 
 
 def setup() -> None:
-    """Offline, quiet Ultralytics with our blocks registered in its parser."""
+    """Offline, quiet Ultralytics with our blocks registered in its parser, loading checkpoints safely."""
     offline()
     import ghost_blocks
 
     quiet()
-    ghost_blocks.register()
+    ghost_blocks.register()  # also adds our blocks to the safe loader's allow-list
+    from ultralytics.nn import tasks
+
+    # Ultralytics reads ULTRALYTICS_SAFE_LOAD once, at import: a process that imported it first (a Ray
+    # worker on a node started without the variable) gets the safe loader here all the same.
+    tasks.SAFE_LOAD = True

@@ -303,7 +303,7 @@ def test_a_checkpoint_holding_foreign_objects_is_refused_before_ultralytics_open
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(model_yaml))
     model = RTDETR(str(tmp_path / "m.yaml"))
     model.save(str(tmp_path / "plain.pt"))
-    assert safe_checkpoint(tmp_path / "plain.pt", model.model)["model"] is not None
+    assert safe_checkpoint(tmp_path / "plain.pt")["model"] is not None
     marker = tmp_path / "ran"
 
     class Payload:
@@ -312,7 +312,7 @@ def test_a_checkpoint_holding_foreign_objects_is_refused_before_ultralytics_open
 
     torch.save({"epoch": 1, "model": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(TrialFailed, match="refusing to load"):
-        safe_checkpoint(tmp_path / "evil.pt", model.model)
+        safe_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()
     resume = tmp_path / "r"
     resume.mkdir()
