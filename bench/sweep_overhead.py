@@ -1,6 +1,6 @@
 """Where a short sweep's wall time goes: training and validation versus everything else.
 
-Run: ``.venv/bin/python bench/sweep_overhead.py [--quick] [--space modes] [--sampler grid]
+Run: ``.venv/bin/python bench/sweep_overhead.py [--first | --quick] [--space modes] [--sampler grid]
 [--samples N] [--epochs 2] [--imgsz 64] [--batch 8] [--fraction 0.5] [--cached-cost] [--keep]``
 
 It runs a real sweep as a user does, ``python -m search.run`` in a subprocess (default: the
@@ -35,6 +35,13 @@ runs) and exit (Ray shutdown). The bottom line, ``train+val share``, is the part
 trains and validates models; the rest is overhead a longer budget (more epochs, larger images)
 dilutes, since it hardly grows with the budget.
 
+``--first`` runs the README's first command itself (``search.run --space placements`` on its defaults:
+the pretraining of the base, the default time budget) with an empty cache and nothing linked in, as on
+a fresh machine, and adds the packing: the trials' wall time times their threads over the machine's
+cores times the sweep's wall time (with the pretraining, which trains on every core, counted too; the
+goal is 85 % or more), and the breakdown into pretraining, trials (with the slot time left empty, and
+how long the last trial ran alone) and finalize. The packing lines are printed for every run.
+
 Latency cache: the sweep normally reuses a cached cost per architecture, device and image size. By
 default this script gives the sweep an empty cache (``RTDETR_SEARCH_CACHE`` pointed at the temporary
 folder, the built-in dataset linked in from the usual cache so it is not generated again,
@@ -67,6 +74,12 @@ EXPERIMENT = "rtdetr-ghost-search"
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="1 epoch on a quarter of the data (~1.5 min)")
+    p.add_argument(
+        "--first",
+        action="store_true",
+        help="the README's first command as a new user runs it: `search.run --space placements` on its "
+        "defaults (pretraining, time budget) with an empty cache, nothing linked in (about 15 min)",
+    )
     p.add_argument("--space", default="modes", help="space name or yaml path (default: modes)")
     p.add_argument("--sampler", default="grid", help="sweep sampler (default: grid)")
     p.add_argument("--samples", type=int, help="trials (default: the sweep's; grid: every point)")
@@ -87,8 +100,13 @@ def run_sweep(args: argparse.Namespace, tmp: Path, name: str, uri: str) -> tuple
         cache = tmp / "cache"
         cache.mkdir()
         env["RTDETR_SEARCH_CACHE"] = str(cache)
-        if (search.ultra.cache_dir() / "data").is_dir():  # the built-in dataset, generated once per machine
+        if not args.first and (search.ultra.cache_dir() / "data").is_dir():  # generated once per machine
             (cache / "data").symlink_to(search.ultra.cache_dir() / "data", target_is_directory=True)
+    where = ["--name", name, "--storage-path", str(tmp / "ray"), "--tracking-uri", uri, "--address", "local"]
+    if args.first:  # exactly what a user types, in a private store
+        cmd = [sys.executable, "-m", "search.run", "--space", "placements", *where]
+        print("$ " + " ".join(cmd[1:]), flush=True)
+        return _timed(cmd, tmp, env, args.timeout)
     cmd = [
         sys.executable,
         "-m",
@@ -118,12 +136,14 @@ def run_sweep(args: argparse.Namespace, tmp: Path, name: str, uri: str) -> tuple
         "local",  # a private Ray instance, never a cluster another process started (ray start)
     ]
     print("$ " + " ".join(cmd[1:]), flush=True)
+    return _timed(cmd, tmp, env, args.timeout)
+
+
+def _timed(cmd: list[str], tmp: Path, env: dict, timeout: float) -> tuple[float, float, Path]:
     log = tmp / "sweep.log"
     with open(log, "w") as fh:
         t0 = time.time()
-        proc = subprocess.run(
-            cmd, cwd=tmp, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=args.timeout
-        )
+        proc = subprocess.run(cmd, cwd=tmp, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout)
         t1 = time.time()
     if proc.returncode != 0:
         print(log.read_text()[-4000:], file=sys.stderr)
@@ -169,6 +189,7 @@ def read_trials(uri: str, name: str, tmp: Path) -> tuple[object, list[dict]]:
                 "cost": total - train,
                 "latency": latency,
                 "tracking": wall - total,
+                "threads": int(tags.get("threads", "1")),
             }
         )
     return parent, trials
@@ -219,9 +240,42 @@ def timeline(t0: float, t1: float, parent, trials: list[dict]) -> list[tuple[str
     ]
 
 
+def pretrain_seconds(tmp: Path) -> float:
+    """The pretraining's wall time, from the pretrain.json it left in the sweep's (empty) cache; 0 if none."""
+    records = list((tmp / "cache" / "pretrain").glob("*/pretrain.json"))
+    return sum(float(json.loads(r.read_text()).get("total_s", 0.0)) for r in records)
+
+
+def packing(wall: float, trials: list[dict], tmp: Path, parent) -> list[str]:
+    """How busy the machine's cores were: every core busy, none oversubscribed, is the goal."""
+    cores = search.ultra.available_cpus()
+    busy = sum(t["wall"] * t["threads"] for t in trials)
+    pretrain = pretrain_seconds(tmp)
+    first = min((t["start"] for t in trials), default=0.0)
+    last = max((t["end"] for t in trials), default=0.0)
+    slots = max(1, cores // max(1, min((t["threads"] for t in trials), default=1)))
+    idle = slots * (last - first) - sum(t["wall"] for t in trials)  # trial slots left empty (the tail)
+    ends = sorted(t["end"] for t in trials)
+    tail = ends[-1] - ends[-2] if len(ends) > 1 else 0.0
+    return [
+        f"packing: the trials' wall x threads over cores x sweep wall = {busy:.0f} / ({cores} x {wall:.0f}) "
+        f"= {busy / (cores * wall):.1%}; with the pretraining on every core "
+        f"{(busy + pretrain * cores) / (cores * wall):.1%} (goal >= 85 %)",
+        f"breakdown: pretraining {pretrain:.0f} s, trials {last - first:.0f} s ({len(trials)} trials, "
+        f"{slots} at once, {idle:.0f} slot-s left empty; the last trial alone for {tail:.0f} s), "
+        f"finalize {((parent.info.end_time or 0) / 1000 - last) if trials else 0:.0f} s",
+    ]
+
+
+def log_tail(log: Path, n: int = 4) -> list[str]:
+    return [ln for ln in log.read_text().splitlines() if ln.startswith("[sweep]")][-n:]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading trial.json back
+    if args.first:
+        args.timeout = max(args.timeout, 3600)
     args.epochs = args.epochs or (1 if args.quick else 2)
     args.fraction = args.fraction or (0.25 if args.quick else 0.5)
     tmp = Path(tempfile.mkdtemp(prefix="sweep-overhead-"))
@@ -280,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sum train+val         {run_train:7.1f} s")
         print(f"everything else       {wall - run_train:7.1f} s")
         print(f"train+val share       {run_train / wall:7.1%}")
+        print()
+        for line in packing(wall, trials, tmp, parent):
+            print(line)
+        print(f"\nthe sweep's last lines:\n{chr(10).join(log_tail(tmp / 'sweep.log'))}")
     finally:
         if args.keep:
             print(f"kept {tmp}")

@@ -158,5 +158,11 @@ def register() -> None:
             tasks.parse_model = _make_parse_model(tasks.parse_model)
         for name, spec in BLOCKS.items():
             setattr(tasks, name, spec.cls)  # so any name lookup in tasks' globals finds the class
-        # Ultralytics' opt-in weights_only loading accepts only allow-listed classes.
-        torch.serialization.add_safe_globals([spec.cls for spec in BLOCKS.values()])
+        # Ultralytics' opt-in weights_only loading accepts only allow-listed classes: ours, and RT-DETR's
+        # loss, which its list lacks and a model pickled after a training step holds as its `criterion`.
+        from ultralytics.models.utils.loss import RTDETRDetectionLoss
+        from ultralytics.models.utils.ops import HungarianMatcher
+
+        torch.serialization.add_safe_globals(
+            [*(spec.cls for spec in BLOCKS.values()), RTDETRDetectionLoss, HungarianMatcher]
+        )

@@ -40,6 +40,7 @@ __all__ = [
     "PRECISIONS",
     "count_gflops",
     "deploy_form",
+    "architecture_cost",
     "device_key",
     "device_name",
     "device_timing",
@@ -94,6 +95,29 @@ def model_cost(deployed: nn.Module, imgsz: int = COST_IMGSZ) -> dict[str, float]
     from ultralytics.utils.torch_utils import get_num_params
 
     return {"n_params": int(get_num_params(deployed)), "gflops": count_gflops(deployed, imgsz)}
+
+
+def architecture_cost(model_yaml: dict) -> dict[str, float]:
+    """Parameters and GFLOPs of ``model_yaml``'s deploy form at 640: what ``--dry-run`` prints.
+
+    Given the full-size yaml (no budget's scaling) this is the architecture a user would deploy, and
+    every trial's cost objectives are these figures, whatever budget trained its proxy. Exact and cached
+    per architecture and code version: no training, a few seconds for an rtdetr-l-sized model.
+    """
+    from ultralytics.nn.tasks import RTDETRDetectionModel
+
+    from .materialize import arch_hash
+
+    cache = cache_dir() / "cost" / f"deploy-{arch_hash(model_yaml)}-{COST_IMGSZ}-{code_version()}.json"
+    with contextlib.suppress(ValueError, OSError):
+        return json.loads(cache.read_text())
+    model = RTDETRDetectionModel(copy.deepcopy(model_yaml), verbose=False)
+    result = model_cost(deploy_form(model))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, cache)
+    return result
 
 
 def device_name(device: torch.device) -> str:

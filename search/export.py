@@ -457,6 +457,14 @@ def export_run(
         },
         "check": check,
     }
+    budget = run.data.tags.get("budget")
+    if budget and budget != "full" and "proxy/n_params" in run.data.metrics:
+        # the weights are the scaled-down model the budget trained, not the architecture its costs describe
+        record["proxy"] = {
+            "budget": budget,
+            "n_params": int(run.data.metrics["proxy/n_params"]),
+            "train_deployable": f"python -m search.run --from-sweep {record['sweep']} --budget full",
+        }
     if architecture is not None and architecture is not run:
         record["architecture"] = {
             "run_id": architecture.info.run_id,
@@ -553,6 +561,14 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "passed" if check["passed"] else "FAILED"
     print(f"[export] ONNX Runtime vs PyTorch on {check['image']}: {diff} (atol {check['atol']:g}): {verdict}")
     print(f"[export] record: {out / 'export.json'}")
+    if "proxy" in record:
+        proxy = record["proxy"]
+        print(
+            f"[export] these weights are the scaled-down proxy the '{proxy['budget']}' budget trains "
+            f"({proxy['n_params'] / 1e6:.2f} M parameters), not the deployable architecture whose costs the "
+            f"sweep reports ({record['metrics'].get('n_params', 0) / 1e6:.1f} M); to train that one: "
+            f"{proxy['train_deployable']}"
+        )
     return 0 if check["passed"] else 1
 
 

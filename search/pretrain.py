@@ -119,7 +119,11 @@ def pretrained_base(
         result = run_trial(spec)
         _place(Path(result["last"]), final)
         (final.parent / "pretrain.json").write_text(
-            json.dumps({"seed": PRETRAIN_SEED, **result}, indent=2, default=str)
+            json.dumps(
+                {"seed": PRETRAIN_SEED, "sha256": _sha256(final), "machine": machine(), **result},
+                indent=2,
+                default=str,
+            )
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -127,6 +131,40 @@ def pretrained_base(
         f"pretrained the base: mAP50-95 {result['map50_95']:.3f} on the {result['scored_split']} split after {budget.pretrain} epochs"
     )
     return final
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def machine() -> dict:
+    """What a checkpoint was trained on: float sums differ with the CPU and the thread count, and training
+    amplifies that, so a checkpoint (and every trial fine-tuned from it) is a claim about this machine."""
+    import platform
+
+    import torch
+    import ultralytics
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return {
+        "cpu_model": model or platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "ultralytics": ultralytics.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _place(source: Path, target: Path) -> None:

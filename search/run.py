@@ -25,6 +25,8 @@ from . import ultra
 from .cli import Parser, UsageError, check_name, start, usage_error
 from .records import EXPERIMENT, choices_text
 
+DEFAULT_CPU_MINUTES = 15  # the first answer on a laptop: the default CPU sweep ends within this
+
 
 def _parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m search.run", description=__doc__.split("\n\n")[0])
@@ -119,6 +121,14 @@ def _parser() -> argparse.ArgumentParser:
         help="onnxruntime: each trial also times its ONNX export with ONNX Runtime (CUDA's provider where "
         "installed, else the CPU's), logged as latency_ort_ms beside torch's latency_ms",
     )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MINUTES",
+        help="the sweep's wall time from the command's start, pretraining included: no trial starts that would "
+        "not end in it (judged by the longest trial so far), except the base's seeds; 0: no limit. Default: "
+        "15 on a machine without a GPU training on the built-in data, else none",
+    )
     p.add_argument("--max-latency-ms", type=float, help="architectures slower than this are not trained")
     p.add_argument("--max-gflops", type=float, help="architectures costlier than this are not trained")
     p.add_argument("--name", help="sweep name (default: SPACE-DATE-TIME)")
@@ -143,7 +153,15 @@ def _positive(args: argparse.Namespace) -> None:
         value = getattr(args, key)
         if value is not None and value < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
-    for key in ("gpus_per_trial", "cpus_per_trial", "max_latency_ms", "max_gflops", "lr0", "pretrain"):
+    for key in (
+        "gpus_per_trial",
+        "cpus_per_trial",
+        "max_latency_ms",
+        "max_gflops",
+        "lr0",
+        "pretrain",
+        "time_budget",
+    ):
         value = getattr(args, key)
         if value is not None and value < 0:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 0, got {value}")
@@ -162,17 +180,15 @@ def _positive(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------------------ dry run
 def dry_run_rows(space, points: list[dict], budget=None) -> list[dict]:
-    """Build every point with Ultralytics and measure its deploy form's parameters and GFLOPs at 640."""
-    from ultralytics.nn.tasks import RTDETRDetectionModel
-
-    from .cost import deploy_form, model_cost
+    """Build every point with Ultralytics and measure its deploy form's parameters and GFLOPs at 640
+    (without a budget: the deployable architecture, the figures every trial reports as its cost)."""
+    from .cost import architecture_cost
     from .materialize import materialize
 
     rows = []
     for params in points:
         model_yaml, h = materialize(space, params, budget=budget)
-        model = RTDETRDetectionModel(model_yaml, verbose=False)
-        rows.append({"params": params, "arch_hash": h, **model_cost(deploy_form(model))})
+        rows.append({"params": params, "arch_hash": h, **architecture_cost(model_yaml)})
     return rows
 
 
@@ -209,8 +225,11 @@ def dry_run(args: argparse.Namespace, space) -> int:
 
 
 # --------------------------------------------------------------------------------------------- sweep
-def sweep_config(args: argparse.Namespace, space, points: list[dict] | None = None):
-    """Resolve flags into a SweepConfig, checking every input a user can get wrong."""
+def sweep_config(
+    args: argparse.Namespace, space, points: list[dict] | None = None, *, started: float | None = None
+):
+    """Resolve flags into a SweepConfig, checking every input a user can get wrong. ``started``: when the
+    command started (its time budget counts from there, pretraining included; default now)."""
     import torch
     from ray import tune
 
@@ -313,6 +332,14 @@ def sweep_config(args: argparse.Namespace, space, points: list[dict] | None = No
         from_sweep=args.from_sweep,
         latency_precision=args.latency_precision,
         latency_backend=args.latency_backend,
+        time_budget_s=60
+        * (
+            args.time_budget
+            if args.time_budget is not None
+            else (0 if gpus or args.data else DEFAULT_CPU_MINUTES)
+        )
+        or None,
+        started=started or time.time(),
     )
     path = experiment_path(config)
     exists = path.exists() and tune.Tuner.can_restore(str(path))
@@ -440,6 +467,7 @@ def past_frontier(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     from .space import SpaceError, load_space
 
+    started = time.time()
     start()
     args = _parser().parse_args(argv)
     try:
@@ -453,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             ultra.setup()
             return dry_run(args, space)
-        config = sweep_config(args, space, points)
+        config = sweep_config(args, space, points, started=started)
         ultra.setup()
         start_ray(config.address)  # before anything is written to MLflow
     except (UsageError, SpaceError) as exc:
@@ -467,7 +495,9 @@ def main(argv: list[str] | None = None) -> int:
             f"budget '{config.budget}' ({b.epochs} epochs at {b.imgsz}px, a scaled-down proxy model"
             + (f", warm-started from the base pretrained {b.pretrain} epochs" if b.pretrain else "")
             + "), "
-            "local Ray, embedded MLflow store. Pass --samples/--epochs to change it."
+            + "local Ray, embedded MLflow store"
+            + (f", within {config.time_budget_s / 60:g} min" if config.time_budget_s else "")
+            + ". Pass --samples/--epochs/--time-budget to change it."
         )
     for noisy in ("optuna", "mlflow"):  # their info lines (a new study, a new store) are not the user's news
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -137,6 +137,10 @@ class SweepConfig:
     count_references: bool = False  # the references count toward `samples` (tpe, nsga2, random)
     latency_precision: str | None = None  # None: fp16 on a GPU, fp32 on the CPU
     latency_backend: str = "torch"  # "onnxruntime": each trial also times its ONNX export (latency_ort_ms)
+    # The sweep's wall time from `started` (time.time(), the command's start): no trial starts that would
+    # not end in it, except the base's seeds. None: no limit.
+    time_budget_s: float | None = None
+    started: float | None = None
 
 
 def resolved_budget(space: Space, name: str, overrides: dict) -> Budget:
@@ -530,6 +534,7 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
         budget,
         out,
         workers=loader_workers(cpus, budget.workers),
+        threads=max(1, int(cpus)),  # exactly the CPUs Ray gave it: never more (oversubscribed), never fewer
         arch_hash=arch,  # model_yaml is built for the dataset's classes already
         data=ctx.data,
         device=device,
@@ -538,6 +543,7 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
         reference_yaml=ctx.base_yaml,  # ... interleaved with the base's, for a ratio that load cancels out of
         map_evaluator=space.map_evaluator,
         layer_map=layer_map(space, params),  # a warm start's base layers, where insertions moved them
+        deploy_yaml=materialize(space, params)[0],  # the cost objectives: the architecture a user deploys
         fresh_layers=fresh_layers(space, budget),  # a fair warm start: no site's layer is loaded
         max_latency_ms=ctx.max_latency_ms,
         max_gflops=ctx.max_gflops,
@@ -565,7 +571,8 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
         | {f"warm_start/{k}": result[f"warm_start_{k}"] for k in WARM_COUNTS if f"warm_start_{k}" in result}
         | ({} if cost_logged else cost)
         | ort
-        | {"trial/epochs_done": result["epochs_done"], "trial/train_s": result["train_s"]},
+        | {"trial/epochs_done": result["epochs_done"], "trial/train_s": result["train_s"]}
+        | {f"proxy/{k[6:]}": result[k] for k in ("proxy_n_params", "proxy_gflops") if k in result},
     )
     for path in (result["model_yaml"], result["results_csv"], out / "trial.json"):
         if Path(path).exists():
@@ -581,6 +588,7 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
             "amp": str(result["amp"]).lower(),
             "amp_reason": result["amp_reason"],
             "workers": spec.workers,
+            "threads": result["threads"],
             **(
                 {
                     Tag.WARM_START: budget.weights,
@@ -683,7 +691,16 @@ class Seeds(Searcher):
     (a scheduler stopped them) as stopped.
     """
 
-    def __init__(self, searcher: Searcher, *, repeats: int, leading: list[int], first_seed: int = 0):
+    def __init__(
+        self,
+        searcher: Searcher,
+        *,
+        repeats: int,
+        leading: list[int],
+        first_seed: int = 0,
+        deadline: float | None = None,
+        protected: int = 0,
+    ):
         self.searcher, self.repeats, self.leading, self.first_seed = (
             searcher,
             repeats,
@@ -692,14 +709,28 @@ class Seeds(Searcher):
         )
         self.groups: list[dict] = []  # {"id": the searcher's trial id, "config", "n", "trials": {id: result}}
         self.group_of: dict[str, int] = {}
+        self.started: dict[str, float] = {}  # trial id -> when it was suggested (time.time())
+        self.durations: list[float] = []  # wall seconds of the trials that finished, suggest to end
+        # The time budget (not saved: a resumed sweep gets its own): no trial starts after the first
+        # ``protected`` architectures (the base's seeds) unless the longest trial so far would end by then.
+        self.deadline, self.protected = deadline, protected
         super().__init__(metric=searcher.metric, mode=searcher.mode)
+
+    def out_of_time(self, now: float) -> bool:
+        """Whether a new trial, as long as the longest so far, would end after the deadline."""
+        if self.deadline is None:
+            return False
+        return now + (max(self.durations) if self.durations else 0.0) > self.deadline
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str):
         group = self.groups[-1] if self.groups else None
-        if group is None or len(group["trials"]) >= group["n"]:
+        done = group is None or len(group["trials"]) >= group["n"]
+        if len(self.groups) - (0 if done else 1) >= self.protected and self.out_of_time(time.time()):
+            return Searcher.FINISHED  # what is left would not end in the time budget: the sweep ends here
+        if done:
             config = self.searcher.suggest(trial_id)
             if config is None or config == Searcher.FINISHED:
                 return config
@@ -710,6 +741,7 @@ class Seeds(Searcher):
         index = len(group["trials"])
         group["trials"][trial_id] = None
         self.group_of[trial_id] = len(self.groups) - 1
+        self.started[trial_id] = time.time()
         return {**group["config"], "seed": self.first_seed + index, "seeds": group["n"]}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -718,6 +750,8 @@ class Seeds(Searcher):
         group = self.groups[self.group_of[trial_id]]
         failed = error or bool((result or {}).get("failed"))  # a trial that ended on its own error
         group["trials"][trial_id] = {"result": result or {}, "error": failed}
+        if not failed and trial_id in self.started:
+            self.durations.append(time.time() - self.started[trial_id])
         done = [t for t in group["trials"].values() if t is not None]
         if len(done) < group["n"]:
             return
@@ -733,11 +767,16 @@ class Seeds(Searcher):
         else:
             self.searcher.on_trial_complete(group["id"], result=done[-1]["result"])
 
+    _UNSAVED = ("deadline", "started")  # a resumed sweep finishes its plan, without the first run's budget
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "deadline": None, "started": {}}
+
     def get_state(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "searcher"}
+        return {k: v for k, v in self.__dict__.items() if k != "searcher" and k not in self._UNSAVED}
 
     def set_state(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({k: v for k, v in state.items() if k not in self._UNSAVED})
 
     def save(self, checkpoint_path: str) -> None:
         self.searcher.save(checkpoint_path)
@@ -811,7 +850,17 @@ def make_searcher(config: SweepConfig, error_for: Callable[[str], str | None]):
         points_to_evaluate=points,
         error_for=error_for,
     )
-    seeds = Seeds(searcher, repeats=config.repeats, leading=leading, first_seed=seed)
+    deadline = None
+    if config.time_budget_s:  # a little kept back for the frontier, the report and the re-timing at the end
+        deadline = (config.started or time.time()) + config.time_budget_s * 0.95
+    seeds = Seeds(
+        searcher,
+        repeats=config.repeats,
+        leading=leading,
+        first_seed=seed,
+        deadline=deadline,
+        protected=1 if base_point(space) is not None else 0,
+    )
     return ConcurrencyLimiter(seeds, max_concurrent=config.max_concurrent)
 
 
@@ -1396,6 +1445,13 @@ def run_sweep(
         say(f"[sweep] {line}")
     for line in outcome_lines(counts, errors, finished=bool(front)):
         say(f"[sweep] {line}")
+    started = sum(counts.values())
+    if config.time_budget_s and started < n_trials and not config.resume:
+        say(
+            f"[sweep] time budget {config.time_budget_s / 60:.3g} min: {n_trials - started} of the {n_trials} "
+            f"planned trials left out (each would have ended past it; the base's seeds are never left out). "
+            f"--time-budget 0 runs them all"
+        )
     return front
 
 

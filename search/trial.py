@@ -69,6 +69,11 @@ class TrialSpec:
     map_evaluator: str = "coco"  # what map50_95 and map50 are: COCO's protocol or Ultralytics' (both logged)
     layer_map: list[int] | None = None  # with weights of the base: each base layer's index in this model
     fresh_layers: tuple[int, ...] = ()  # with weights: base layers never loaded (search.pretrain)
+    threads: int | None = None  # CPU threads it trains on (a sweep: its --cpus-per-trial); None: every CPU
+    # The full-size architecture a user would deploy (a space's point without the budget's scaling): its
+    # parameters and GFLOPs are the trial's cost objectives, model_yaml's own are logged as proxy_*.
+    # None: model_yaml is what the user deploys (a --model-yaml trial).
+    deploy_yaml: dict | None = None
     # The caller's search.materialize.arch_hash of model_yaml, when model_yaml is already built for the
     # dataset's classes (a sweep has both); None: the trial sets the class count and hashes it itself.
     arch_hash: str | None = None
@@ -321,7 +326,11 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
     device = spec.device or default_device()
     latency_imgsz = spec.latency_imgsz or spec.imgsz
 
-    result: dict[str, Any] = {"arch_hash": h, "model_yaml": str(yaml_path), "data": data, "device": device}
+    threads = spec.threads or ultra.available_cpus()
+    ultra.use_threads(threads)  # before the cost is measured: the latency's device key names the count
+    result: dict[str, Any] = {
+        "arch_hash": h, "model_yaml": str(yaml_path), "data": data, "device": device, "threads": threads,
+    }  # fmt: skip
     try:
         # a warm start hands this model's values to the trainer, so its fresh layers start from the seed's draw
         torch.manual_seed(spec.seed)
@@ -346,6 +355,11 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
             cost.update(
                 _onnx_cost(model, out / "onnx", latency_imgsz, torch_device(device), spec.latency_precision)
             )
+        if spec.deploy_yaml is not None:  # the objectives are the deployable architecture's, exact
+            from .cost import architecture_cost
+
+            proxy = {"proxy_n_params": cost["n_params"], "proxy_gflops": cost["gflops"]}
+            cost = {**cost, **proxy, **architecture_cost(spec.deploy_yaml)}
     except Exception as exc:  # a model that does not build or cannot be measured is a failed trial
         raise TrialFailed(f"building and measuring the model failed: {type(exc).__name__}: {exc}") from exc
     result.update(cost)
@@ -567,7 +581,7 @@ def spec_from_args(args: argparse.Namespace) -> tuple[TrialSpec, Callable[[], st
     from .space import Budget, load_space, validate_params
 
     budget: Budget | None = None
-    reference_yaml = layers = None
+    reference_yaml = layers = deploy_yaml = None
     if args.space:
         space = load_space(args.space)
         try:
@@ -585,6 +599,7 @@ def spec_from_args(args: argparse.Namespace) -> tuple[TrialSpec, Callable[[], st
                 raise ValueError(f"--pretrain must be >= 0, got {args.pretrain}")
             budget = dataclasses.replace(budget, pretrain=args.pretrain)
         model_yaml, _ = materialize(space, validate_params(space, params), budget=budget)
+        deploy_yaml = materialize(space, validate_params(space, params))[0]
         base = {site.name: site.default for site in space.sites}
         if all(base.values()):  # latency is timed against the base's, interleaved
             reference_yaml = materialize(space, base, budget=budget)[0]
@@ -640,6 +655,7 @@ def spec_from_args(args: argparse.Namespace) -> tuple[TrialSpec, Callable[[], st
         train_args=dict(budget.train) if budget is not None else {},
         reference_yaml=reference_yaml,
         layer_map=layers,
+        deploy_yaml=deploy_yaml,
         map_evaluator=space.map_evaluator if args.space else "coco",
         **pick,
     )

@@ -25,6 +25,30 @@ def cache_dir() -> Path:
     return Path(cache) if cache else Path.home() / ".cache" / "rtdetr-ghost-search"
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which a container or a scheduler may narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
+def use_threads(n: int) -> None:
+    """Train, validate and time on exactly ``n`` CPU threads.
+
+    Ultralytics' ``select_device`` sets torch's thread count to its own ``NUM_THREADS``
+    (``min(8, cpu_count - 1)``) whenever it picks the CPU: one thread on a 2-core machine, eight on a
+    16-core node where Ray gave the trial one CPU. The value it reads is set here as well, so the
+    trainer and the validator keep ``n``. A training's numerics depend on its thread count, so a
+    trial's count is fixed by the CPUs it was given, never by what happens to be idle.
+    """
+    import torch
+    from ultralytics.utils import torch_utils
+
+    torch.set_num_threads(n)
+    torch_utils.NUM_THREADS = n
+
+
 def offline() -> None:
     """Ultralytics offline and without auto-install, its settings in our folder (call before importing it)."""
     if "ultralytics" in sys.modules and os.environ.get("YOLO_OFFLINE") != "1":

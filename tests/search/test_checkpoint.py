@@ -193,9 +193,11 @@ def test_a_trainers_best_pt_and_ultralytics_save_of_the_base_still_warm_start(tm
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"--weights {best}: " in done.stdout and "tensors match" in done.stdout
+    assert "within 15 min" in done.stdout  # the default time budget of a CPU sweep on the built-in data
     _, _, trials, _ = sweep_runs(uri)
     assert trials and all(t.data.tags["trial.status"] == "ok" for t in trials)
     assert all(t.data.metrics["warm_start/loaded"] > 0 for t in trials)
+    assert all(t.data.tags["threads"] == "1" for t in trials)  # a trial trains on its --cpus-per-trial (1)
     space = load_space("modes")
     (tmp_path / "m.yaml").write_text(
         yaml.safe_dump(materialize(space, {"stage3": "keep"}, budget=space.budgets["cpu"])[0])

@@ -204,6 +204,9 @@ def test_pick_map_exports_the_best_frontier_trial(store, map_export):
         assert check["matched"] == "permuted" and check["max_abs_diff_matched"] <= export.ATOL, check
     assert check["shape"][:2] == [1, 30]  # the cpu proxy's 30 queries
     assert "max abs diff" in done.stdout and "passed" in done.stdout
+    # a proxy sweep's weights are the scaled-down model, and the export says how to train the real one
+    assert record["proxy"]["n_params"] == best.data.metrics["proxy/n_params"] < best.data.metrics["n_params"]
+    assert "scaled-down proxy" in done.stdout and "--from-sweep s --budget full" in done.stdout
 
 
 FRESH = textwrap.dedent(
@@ -226,8 +229,13 @@ FRESH = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_deploy_checkpoint_loads_and_predicts_in_a_fresh_process(map_export):
-    _, _, out = map_export
+def test_deploy_checkpoint_loads_and_predicts_in_a_fresh_process(store):
+    """The hand-made placement's trial (it holds GhostModuleV3), exported by its run id."""
+    tmp, uri = store
+    (ori,) = [r for r in _sweep_runs(uri, "s") if r.data.tags.get("sweep.role") == "trial"
+              and r.data.params.get("stage3") == "ori"]  # fmt: skip
+    out = tmp / "ori"
+    assert export.main(["--run-id", ori.info.run_id, "--tracking-uri", uri, "--out", str(out)]) == 0
     done = subprocess.run(
         [sys.executable, "-c", FRESH, str(out / "deploy.pt")], capture_output=True, text=True, timeout=300
     )
@@ -280,7 +288,6 @@ def _fake_sweep(uri: str, name: str, weights: Path, status: str) -> str:
     [
         (["--run-id", "0123456789abcdef"], "no MLflow run with id"),
         (["--sweep", "no-such-sweep"], "no sweep named 'no-such-sweep'"),
-        (["--sweep", "failed-only", "--pick", "map"], "no finished trial on the frontier"),
         (["--sweep", "moved", "--pick", "latency"], "not on this machine"),
         (["--run-id", "abc", "--pick", "map"], "--pick only applies with --sweep"),
     ],
@@ -296,6 +303,20 @@ def test_user_errors_exit_2_with_one_line(store, tmp_path, capsys, args, message
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()  # nothing half-written
+
+
+@pytest.mark.slow
+def test_a_sweep_with_an_empty_frontier_exits_1_with_one_line(store, tmp_path, capsys):
+    tmp, uri = store
+    if not _sweep_runs(uri, "failed-only"):
+        _fake_sweep(uri, "failed-only", tmp / "nowhere.pt", "failed")
+    out = tmp_path / "out"
+    assert (
+        export.main(["--sweep", "failed-only", "--pick", "map", "--tracking-uri", uri, "--out", str(out)])
+        == 1
+    )
+    err = capsys.readouterr().err.strip()
+    assert "no finished trial on the frontier" in err and len(err.splitlines()) == 1 and not out.exists()
 
 
 def test_bad_flags_and_a_missing_store_exit_2(tmp_path, capsys):

@@ -92,6 +92,10 @@ def test_the_base_is_pretrained_once_and_every_site_starts_fresh_from_its_seed(f
     (checkpoint,) = cache.glob("pretrain/*/last.pt")
     meta = json.loads((checkpoint.parent / "pretrain.json").read_text())
     assert meta["seed"] == PRETRAIN_SEED and meta["epochs_done"] == 2  # the budget's pretrain, not its epochs
+    # what it was trained on: every CPU this process may use, on a machine it names; which file it is
+    assert meta["threads"] == meta["machine"]["torch_threads"] == len(__import__("os").sched_getaffinity(0))
+    assert meta["machine"]["cpu_count"] and meta["machine"]["torch"] and meta["machine"]["ultralytics"]
+    assert meta["sha256"] == __import__("hashlib").sha256(checkpoint.read_bytes()).hexdigest()
     assert "pretraining the base" in results["log0"] and "pretraining the base" not in results["log1"]  # once
     for seed in (0, 1):
         r = results[seed]

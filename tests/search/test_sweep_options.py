@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -11,13 +12,9 @@ from pathlib import Path
 import mlflow
 import pytest
 from optuna.trial import TrialState
-from ultralytics.nn.tasks import RTDETRDetectionModel
 
-from search.cost import deploy_form, model_cost
-from search.materialize import materialize
 from search.space import load_space
 from search.sweep import SweepConfig, make_searcher
-from search.trial import with_classes
 
 TINY = ["--imgsz", "64", "--batch", "8", "--fraction", "0.25"]
 
@@ -32,6 +29,7 @@ def sweep(tmp: Path, *args: str, space: str = "modes") -> list[mlflow.entities.R
            str(tmp / "ray"), "--tracking-uri", uri(tmp), *TINY, *args]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-4000:]
+    (tmp / "sweep.out").write_text(done.stdout)
     return children(tmp)
 
 
@@ -100,16 +98,15 @@ TWINS_SPACE = """
 
 
 def test_over_budget_architectures_are_recorded_infeasible_without_training(tmp_path):
-    space = load_space("modes")
-    budget = space.budgets["cpu"]
-    gflops = {}
-    for (
-        point
-    ) in space.points():  # the cost each trial will measure: the proxy, built for the 3 built-in classes
-        model = RTDETRDetectionModel(
-            with_classes(materialize(space, point, budget=budget)[0], 3), verbose=False
-        )
-        gflops[point["stage3"]] = model_cost(deploy_form(model))["gflops"]
+    """Costs and constraints are the deployable architecture's: what --dry-run without --budget prints,
+    though the cpu budget trains a scaled-down proxy (whose own figures are logged as proxy/*)."""
+    dry = subprocess.run(
+        [sys.executable, "-m", "search.run", "--space", "modes", "--dry-run", "--format", "json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    gflops = {row["params"]["stage3"]: row["gflops"] for row in json.loads(dry.stdout)}
+    n_params = {row["params"]["stage3"]: row["n_params"] for row in json.loads(dry.stdout)}
     limit = statistics.median(gflops.values())
     kids = sweep(tmp_path, "--epochs", "1", "--max-gflops", f"{limit:.9f}")
     assert len(kids) == 4  # the base's 2 seeds, one of each other architecture
@@ -120,6 +117,11 @@ def test_over_budget_architectures_are_recorded_infeasible_without_training(tmp_
             assert "gflops" in kid.data.tags["infeasible"] and kid.info.status == "FINISHED"
             assert "trial/train_s" not in kid.data.metrics and "map50_95" not in kid.data.metrics
             assert kid.data.metrics["gflops"] > limit and kid.data.tags.get("pareto") != "true"
+        else:  # the proxy it trained is far smaller than what it stands for
+            assert kid.data.metrics["proxy/gflops"] < kid.data.metrics["gflops"] / 10
+            assert kid.data.metrics["proxy/n_params"] < kid.data.metrics["n_params"] / 10
+        assert kid.data.metrics["gflops"] == gflops[kid.data.params["stage3"]]  # the dry run's, exactly
+        assert kid.data.metrics["n_params"] == n_params[kid.data.params["stage3"]]
     assert sum(k.data.tags["trial.status"] == "infeasible" for k in kids) == 1
     archs = architectures(tmp_path)
     assert {k: a.data.tags["trial.status"] for k, a in archs.items()} == {
@@ -265,3 +267,43 @@ def test_the_ablation_plan_is_the_base_and_every_single_change():
         sweep_plan(SweepConfig(space=modes, budget="cpu", samples=3, count_references=True))[2] == 2 + 1 + 1
     )
     assert sweep_plan(SweepConfig(space=modes, budget="cpu", sampler="grid", samples=3))[2] == 2 + 1 + 1
+
+
+def test_a_time_budget_keeps_the_bases_seeds_and_starts_no_trial_that_would_end_past_it(tmp_path):
+    kids = sweep(tmp_path, "--epochs", "1", "--time-budget", "0.05", "--max-concurrent", "1")
+    assert sorted(k.data.params["stage3"] for k in kids) == ["keep", "keep"]  # the base's 2 seeds, never cut
+    assert all(k.data.tags["trial.status"] == "ok" for k in kids)
+    out = (tmp_path / "sweep.out").read_text()
+    assert "within 0.05 min" in out
+    assert "time budget 0.05 min: 2 of the 4 planned trials left out" in out.splitlines()[-1]
+
+
+def test_the_time_budget_counts_the_longest_trial_so_far():
+    from ray.tune.search import Searcher
+
+    from search.sweep import Seeds
+
+    class Points(Searcher):
+        def __init__(self):
+            super().__init__(metric="m", mode="max")
+            self.n = 0
+
+        def suggest(self, trial_id):
+            self.n += 1
+            return {"p": self.n}
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            pass
+
+    import time
+
+    seeds = Seeds(Points(), repeats=1, leading=[2], deadline=time.time() + 100, protected=1)
+    assert seeds.suggest("a") == {"p": 1, "seed": 0, "seeds": 2} and seeds.suggest("b")["seed"] == 1
+    seeds.started["a"] -= 60  # the base's first seed took a minute
+    seeds.on_trial_complete("a", {"m": 1.0})
+    assert seeds.suggest("c") == {"p": 2, "seed": 0, "seeds": 1}  # 60 s still fit in the 100 left
+    seeds.started["b"] -= 120  # the second took two: no further trial would end in time
+    seeds.on_trial_complete("b", {"m": 1.0})
+    assert seeds.suggest("d") == Searcher.FINISHED
+    seeds.deadline = None
+    assert seeds.suggest("e") == {"p": 3, "seed": 0, "seeds": 1}

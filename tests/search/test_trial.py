@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 from ultralytics import RTDETR
+from ultralytics.nn.tasks import RTDETRDetectionModel
 
 from search.materialize import materialize
 from search.space import load_space
@@ -133,8 +134,22 @@ def test_the_trial_trains_the_deploy_form_it_costs(trained):
     trained_model = RTDETR(result["weights"]).model.float()
     assert trained_model.yaml["backbone"][5][2] == "GhostModuleV3"
     cost = model_cost(deploy_form(trained_model))
-    assert cost["n_params"] == result["n_params"]
-    assert cost["gflops"] == pytest.approx(result["gflops"], rel=1e-9)
+    assert cost["n_params"] == result["proxy_n_params"]
+    assert cost["gflops"] == pytest.approx(result["proxy_gflops"], rel=1e-9)
+
+
+def test_a_proxy_trials_cost_objectives_are_the_deployable_architectures(trained):
+    """The cpu budget trains a scaled-down proxy; the cost a user compares is the full-size deploy form's
+    at 640, exactly as the dry run computes it."""
+    from search.cost import deploy_form, model_cost
+
+    result, _ = trained
+    space = load_space("modes")
+    full = RTDETRDetectionModel(materialize(space, {"stage3": "ori"})[0], verbose=False)
+    assert model_cost(deploy_form(full)) == {"n_params": result["n_params"], "gflops": result["gflops"]}
+    assert (
+        result["n_params"] > 10 * result["proxy_n_params"] and result["gflops"] > 10 * result["proxy_gflops"]
+    )
 
 
 def test_every_metric_an_objective_may_name_is_reported(trained):
@@ -352,3 +367,25 @@ def test_trials_at_once_fill_the_gpu_slots_or_the_cpus():
     assert default_concurrency(2, 0, 0, 1) == 2  # 2 cores, no GPU: two one-CPU trials at once, not one
     assert default_concurrency(16, 0, 0, 4) == 4 and default_concurrency(1, 0, 0, 1) == 1
     assert default_concurrency(16, 2, 1, 8) == 2 and default_concurrency(16, 1, 0.5, 8) == 2  # GPU slots
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_trial_trains_and_validates_on_exactly_the_threads_it_was_given(threads, tmp_path):
+    """Not Ultralytics' min(8, CPUs - 1): one thread on 2 cores, eight on a node where Ray gave one CPU."""
+    space = load_space("modes")
+    model_yaml = with_classes(materialize(space, {"stage3": "keep"}, budget=space.budgets["cpu"])[0], 3)
+    seen: list[int] = []
+    spec = TrialSpec(
+        model_yaml=model_yaml, out=tmp_path, epochs=1, imgsz=64, batch=8, fraction=0.25, threads=threads
+    )
+    result = run_trial(spec, report=lambda metrics, last: seen.append(torch.get_num_threads()))
+    assert seen == [threads]  # in the trainer, after Ultralytics chose the device
+    assert torch.get_num_threads() == threads  # ... and after its validations chose it again
+    assert result["threads"] == threads and result["latency_device"].endswith(f":{threads}threads")
+
+
+def test_a_trial_from_the_command_line_trains_on_every_cpu_it_may_use(trained):
+    import os
+
+    result, _ = trained
+    assert result["threads"] == len(os.sched_getaffinity(0))
