@@ -1,7 +1,7 @@
 """How noisy is a trial's result? The base trained with several seeds, exactly as a sweep trains it.
 
 Run: ``.venv/bin/python bench/noise.py [--space placements] [--budget cpu] [--seeds 10]
-[--first-seed 0] [--jobs 2] [--set JSON] [--epochs N] [--target 0.02] [--out DIR]``
+[--first-seed 0] [--jobs 2] [--pretrain-seeds 1] [--set JSON] [--epochs N] [--target 0.02] [--out DIR]``
 
 It trains the space's unmodified base (every site ``keep``) once per seed (``--first-seed`` to
 ``--first-seed + --seeds - 1``; a second run with ``--first-seed 10`` adds ten new seeds to a first
@@ -20,6 +20,12 @@ given only for 5 seeds or more.
 The default is 10 seeds because a std from 5 is rough: its interval runs from 0.6x to 2.9x the
 figure, and on this proxy the first five seeds read 0.019-0.037 for three budgets whose next five
 read 0.068-0.091.
+
+A machine's checkpoint is not another's: float sums differ with the CPU and the thread count, and
+training amplifies that, so the fine-tuned seeds of two machines differ in mean and spread.
+``--pretrain-seeds N`` pretrains the base N times (seeds 1000, 1001, ...) and spreads the seeds over the
+checkpoints, so the spread also holds the checkpoint's own variation: the figure a fresh clone on
+another machine of this kind can expect, where ``--pretrain-seeds 1`` is this machine's checkpoint only.
 
 How to read it. The seed std is the noise floor a sweep measures for itself from the base's seeds:
 two architectures whose mAP differs by less than about ``2.8 x std / sqrt(seeds)`` (the 95 %
@@ -72,11 +78,12 @@ def train_seed(space_name: str, budget: dict, seed: int, out: str) -> dict:
     base = {s.name: s.default for s in space.sites}
     model_yaml = materialize(space, base, budget=b)[0]
     spec = TrialSpec.from_budget(
-        model_yaml, b, Path(out) / f"seed{seed}", seed=seed, device="cpu", fresh_cost=True,
+        model_yaml, b, Path(out) / f"seed{seed}", seed=seed, device="cpu", fresh_cost=True, threads=1,
         reference_yaml=model_yaml, map_evaluator=space.map_evaluator, fresh_layers=fresh_layers(space, b),
     )  # fmt: skip
     result = run_trial(spec)
-    return {"seed": seed, **{k: result.get(k) for k, _ in FIGURES}}
+    return {"seed": seed, "checkpoint": Path(b.weights or "").parent.name[:8] if b.weights else "-",
+            **{k: result.get(k) for k, _ in FIGURES}}  # fmt: skip
 
 
 def main() -> int:
@@ -86,6 +93,14 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=2, help="seeds trained at once (one thread each)")
+    p.add_argument(
+        "--pretrain-seeds",
+        type=int,
+        default=1,
+        help="pretrain the base this many times (seeds 1000, 1001, ...) and spread the seeds over the checkpoints "
+        "(seed i fine-tunes checkpoint i mod N): the spread then holds what differs between machines too, whose "
+        "checkpoints differ (default 1: the checkpoint a sweep here uses)",
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--set", default="{}", help="budget keys to change for this run, as JSON")
     p.add_argument("--target", type=float, default=0.02)
@@ -95,7 +110,7 @@ def main() -> int:
     from search import ultra
 
     ultra.offline()
-    from search.pretrain import with_pretrain
+    from search.pretrain import PRETRAIN_SEED, with_pretrain
     from search.space import load_space
     from search.stats import std_interval, std_verdict, summarize
 
@@ -109,17 +124,22 @@ def main() -> int:
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         # once, before the seeds, as a sweep does; in a worker: a process forked after torch computed with
         # several threads can hang in the children's first parallel region
-        budget = pool.submit(with_pretrain, space, budget, None).result()
+        budgets = [
+            pool.submit(with_pretrain, space, budget, None, seed=PRETRAIN_SEED + k).result()
+            for k in range(args.pretrain_seeds)
+        ]  # one at a time: each pretraining trains on every CPU
+        for k, b in enumerate(budgets):
+            print(f"checkpoint {k} (pretraining seed {PRETRAIN_SEED + k}): {b.weights}", flush=True)
         jobs = [
-            pool.submit(train_seed, space.name, dataclasses.asdict(budget), seed, out)
+            pool.submit(train_seed, space.name, dataclasses.asdict(budgets[seed % len(budgets)]), seed, out)
             for seed in range(args.first_seed, args.first_seed + args.seeds)
         ]
         rows = [job.result() for job in jobs]
     wall = time.perf_counter() - started
     print(f"\n{args.seeds} seeds of the base in {wall / 60:.1f} min ({args.jobs} at once)\n")
-    print("seed  " + "  ".join(f"{k:>20s}" for k, _ in FIGURES))
+    print("seed  checkpoint  " + "  ".join(f"{k:>20s}" for k, _ in FIGURES))
     for r in rows:
-        print(f"{r['seed']:>4d}  " + "  ".join(f"{r[k]:>20.4f}" for k, _ in FIGURES))
+        print(f"{r['seed']:>4d}  {r['checkpoint']:>10s}  " + "  ".join(f"{r[k]:>20.4f}" for k, _ in FIGURES))
     print(
         f"\n{'figure':32s} {'mean':>10s} {'seed std':>10s} {'std 95%':>18s} {'mean 95% ±':>11s} {'std/mean':>9s}"
     )

@@ -41,6 +41,7 @@ __all__ = [
     "count_gflops",
     "deploy_form",
     "architecture_cost",
+    "base_alone",
     "device_key",
     "device_name",
     "device_timing",
@@ -118,6 +119,19 @@ def architecture_cost(model_yaml: dict) -> dict[str, float]:
     tmp.write_text(json.dumps(result))
     os.replace(tmp, cache)
     return result
+
+
+def base_alone(deployed: nn.Module, imgsz: int, device: torch.device, precision: str | None = None) -> dict:
+    """The base's latency timed alone, with nothing else running: median, p90 and IQR, and the device.
+
+    Trials time themselves while others train beside them, which moves an absolute median by 30 % or
+    more on a busy CPU; timed interleaved with the base (A, B, A, B), their ratio to it holds to about
+    1 %. A sweep times the base alone once, before its trials, and each trial's latency on that device
+    is this figure times its ratio: one latency per architecture, everywhere it is shown.
+    """
+    timed = latency(deployed, imgsz, device, **timing_plan(device, precision))
+    keys = ("latency_ms", "latency_p90_ms", "latency_iqr_ms", "latency_runs")
+    return {**{k: timed[k] for k in keys}, "latency_device": device_name(device)}
 
 
 def device_name(device: torch.device) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .records import choices_text
-from .stats import margin
+from .stats import margin, seeds_to_separate
 
 MAXIMIZE = "maximize"
 MINIMIZE = "minimize"
@@ -398,27 +398,58 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(out)
 
 
-def hypervolume_curve(
-    rows: list[dict], objectives: Sequence[Objective]
-) -> tuple[list[float], list[float], list[dict]]:
-    """The hypervolume after each of ``rows`` (in their order), against ``default_reference`` over all.
-
-    Latencies of different devices are never compared: with several (see :func:`comparable_groups`)
-    only the rows of the device with the most trials count.
-
-    Returns:
-        The reference point, one hypervolume per counted row, and the counted rows.
+def hypervolume_box(
+    objectives: Sequence[Objective], base: Mapping[str, Any]
+) -> tuple[list[float], list[float]]:
+    """The box a sweep's hypervolume is measured in, fixed by its objectives and its base, not by the rows
+    seen so far: ``(reference, ideal)``. A maximized objective (an mAP, in [0, 1]) runs from 0 to 1; a
+    minimized one (a cost) from twice the base's value (an architecture twice as costly adds nothing)
+    down to 0.
 
     Raises:
-        ValueError: no reference point can be set (e.g. a row without a finite objective).
+        ValueError: the base has no finite positive value of a minimized objective.
+    """
+    reference, ideal = [], []
+    for o in objectives:
+        if o.direction == MAXIMIZE:
+            reference.append(0.0)
+            ideal.append(1.0)
+            continue
+        value = base.get(o.metric)
+        if not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"the base has no {o.metric} to fix the hypervolume's box with")
+        reference.append(2.0 * float(value))
+        ideal.append(0.0)
+    return reference, ideal
+
+
+def hypervolume_curve(
+    rows: list[dict], objectives: Sequence[Objective], base: Mapping[str, Any] | None = None
+) -> tuple[list[float], list[float], list[dict]]:
+    """The hypervolume after each of ``rows`` (in their order), as a fraction of :func:`hypervolume_box`.
+
+    ``base`` defaults to the row labelled ``base``. Latencies of different devices are never compared:
+    with several (see :func:`comparable_groups`) only the rows of the device with the most trials count.
+
+    Returns:
+        The reference point, one hypervolume (a fraction of the box, 0 to 1) per counted row, and the
+        counted rows.
+
+    Raises:
+        ValueError: no base among the rows, or one without the values that fix the box.
     """
     groups = comparable_groups(rows, objectives)
     counted = max(groups.values(), key=len) if len(groups) > 1 else list(rows)
+    if base is None:
+        base = next((r for r in counted if r.get("label") == "base"), None)
+        if base is None:
+            raise ValueError("no base among the finished architectures: the base fixes the hypervolume's box")
+    reference, ideal = hypervolume_box(objectives, base)
     directions = [o.direction for o in objectives]
+    box = math.prod(abs(r - i) for r, i in zip(reference, ideal, strict=True))
     points = [[float(r.get(o.metric) if r.get(o.metric) is not None else math.nan) for o in objectives]
               for r in counted]  # fmt: skip
-    reference = default_reference(points, directions)
-    values = [hypervolume(points[:i], directions, reference) for i in range(1, len(points) + 1)]
+    values = [hypervolume(points[:i], directions, reference) / box for i in range(1, len(points) + 1)]
     return reference, values, counted
 
 
@@ -459,10 +490,28 @@ def frontier_notes(
         )
     if not groups:
         return notes
+    main = metrics[0]
+    if main in noise and noise[main][0]:
+        undecided = [
+            abs(a[main] - b[main])
+            for i, a in enumerate(front)
+            for b in front[i + 1 :]
+            if _finite(a.get(main)) and _finite(b.get(main)) and a[main] != b[main]
+            and abs(a[main] - b[main]) < margin(noise[main], int(a.get("n_seeds") or 1), int(b.get("n_seeds") or 1))
+        ]  # fmt: skip
+        if undecided:
+            lo, hi = min(undecided), max(undecided)
+            n_hi, n_lo = (seeds_to_separate(d, noise[main][0]) or "more than 100" for d in (hi, lo))
+            notes.append(
+                f"a {main} difference of {fmt(hi)} is within noise here: separating it takes about {n_hi} seeds "
+                "per architecture at this noise floor"
+                if fmt(lo) == fmt(hi)
+                else f"{main} differences within noise here run from {fmt(lo)} to {fmt(hi)}: at this noise "
+                f"floor separating {fmt(hi)} takes about {n_hi} seeds per architecture, {fmt(lo)} about {n_lo}"
+            )
     ties = close_groups(front, metrics, noise)
     for group in ties:
         notes.append("tied within noise on every objective: " + " = ".join(_name(r) for r in group))
-    main = metrics[0]
     tie_sets = [{id(r) for r in g} for g in ties]
     for group in close_groups(front, [main], noise):
         if {id(r) for r in group} not in tie_sets:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .frontier import MAXIMIZE, STEADIER, Objective, fmt, frontier_table, pareto_front
+from .frontier import MAXIMIZE, STEADIER, Objective, fmt, frontier_table
 
 __all__ = ["CSS", "HIGHLIGHT_COLORS", "Panel", "build_panels", "plot_frontier", "scale", "svg_panel"]
 
@@ -36,17 +36,22 @@ class Panel:
     x_obj: Objective
     y_obj: Objective
     points: list[tuple[float, float, dict]]
-    front: list[tuple[float, float, dict]]  # pairwise 2-D front, best x first
-    global_front: list[tuple[float, float, dict]]  # all-objective front projected here
+    # the members of the frontier the table shows (over every objective, noise-aware), projected here:
+    # a panel never draws a front of its own pair, which could disagree with the table
+    front: list[tuple[float, float, dict]]
 
 
 def _finite(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
-def build_panels(rows: list[dict], objectives: list[Objective], noise=None) -> list[Panel]:
+def build_panels(
+    rows: list[dict], objectives: list[Objective], noise=None, front: list[dict] | None = None
+) -> list[Panel]:
+    """One panel per objective after the first, against the first; each marks the members of ``front``
+    (default: :func:`search.frontier.frontier_table` of the rows over ``objectives`` with ``noise``)."""
     primary = objectives[0]
-    global_ids = {id(r) for r in frontier_table(rows, objectives, noise)} if len(objectives) > 2 else set()
+    members = {id(r) for r in (frontier_table(rows, objectives, noise) if front is None else front)}
     panels = []
     for other in objectives[1:]:
         pts = [
@@ -54,10 +59,8 @@ def build_panels(rows: list[dict], objectives: list[Objective], noise=None) -> l
             for r in rows
             if _finite(r.get(other.metric)) and _finite(r.get(primary.metric))
         ]
-        idx = pareto_front([(x, y) for x, y, _ in pts], [other.direction, primary.direction])
-        front = sorted((pts[i] for i in idx), key=lambda p: (other.sign * p[0], primary.sign * p[1]))
-        glob = [p for p in pts if id(p[2]) in global_ids]
-        panels.append(Panel(other, primary, pts, front, glob))
+        marked = sorted((p for p in pts if id(p[2]) in members), key=lambda p: (other.sign * p[0], p[1]))
+        panels.append(Panel(other, primary, pts, marked))
     return panels
 
 
@@ -109,19 +112,7 @@ def _write_png(panels: list[Panel], path: Path, highlight: Mapping[str, str], ti
             ax.set_ylim(*limits[1])
         if panel.front:
             fx, fy, _ = zip(*panel.front, strict=True)
-            ax.plot(fx, fy, drawstyle="steps-post", color="tab:red", lw=1.2, zorder=2)
-            ax.scatter(fx, fy, s=30, c="tab:red", label="Pareto front", zorder=3)
-        if panel.global_front:
-            gx, gy, _ = zip(*panel.global_front, strict=True)
-            ax.scatter(
-                gx,
-                gy,
-                s=80,
-                facecolors="none",
-                edgecolors="tab:blue",
-                zorder=3,
-                label="front (all objectives)",
-            )
+            ax.scatter(fx, fy, s=40, c="tab:red", label="frontier (the table's)", zorder=3)
         for k, (label, text) in enumerate(highlight.items()):
             marker, color = _HIGHLIGHT_STYLES[k % len(_HIGHLIGHT_STYLES)]
             hits = [(x, y) for x, y, r in panel.points if r.get("label") == label]
@@ -200,15 +191,7 @@ def svg_panel(panel: Panel, highlight: Mapping[str, str]) -> str:
                 f'<line x1="{sx(x):.1f}" y1="{py[0]:.1f}" x2="{sx(x):.1f}" y2="{py[1]:.1f}" class="bar"/>'
             )
     out.extend(circle(x, y, r, "pt", 3.5) for x, y, r in panel.points)
-    if panel.front:
-        coords = []
-        for k, (x, y, _) in enumerate(panel.front):
-            if k:
-                coords.append(f"{sx(x):.1f},{sy(panel.front[k - 1][1]):.1f}")
-            coords.append(f"{sx(x):.1f},{sy(y):.1f}")
-        out.append(f'<polyline points="{" ".join(coords)}" class="step"/>')
-        out.extend(circle(x, y, r, "front", 4.5) for x, y, r in panel.front)
-    out.extend(circle(x, y, r, "gfront", 7) for x, y, r in panel.global_front)
+    out.extend(circle(x, y, r, "front", 5) for x, y, r in panel.front)
     for k, (label, text) in enumerate(highlight.items()):
         color = HIGHLIGHT_COLORS[k % len(HIGHLIGHT_COLORS)]
         for x, y, r in panel.points:
@@ -230,9 +213,7 @@ svg .end { text-anchor: end; }
 .frame { fill: none; stroke: #888; }
 .pt { fill: #b0b0b0; }
 .front { fill: #d62728; }
-.gfront { fill: none; stroke: #1f77b4; stroke-width: 1.5; }
 .hl { stroke: #000; stroke-width: 1; }
-.step { fill: none; stroke: #d62728; stroke-width: 1.3; }
 .bar { stroke: #8c8c8c; stroke-width: 1; }
 circle:hover { stroke: #000; stroke-width: 2; }
 table { border-collapse: collapse; font-size: 13px; margin-top: 1em; }
@@ -257,8 +238,8 @@ def _write_html(
         for r in front_rows
     )
     legend = (
-        "Grey: all trials, with their 95 % intervals over seeds. Red: Pareto front of the plotted pair (step line). "
-        + ("Blue rings: front over all objectives. " if len(objectives) > 2 else "")
+        "Grey: all architectures, with their 95 % intervals over seeds. Red: the frontier in the table below "
+        "(over every objective, noise-aware: architectures tied within the noise are members together). "
         + "".join(f"{html.escape(t)} ({html.escape(k)}): large marker. " for k, t in highlight.items())
         + "Hover a point for its details."
     )
@@ -286,8 +267,8 @@ def plot_frontier(
     """Write a PNG and a self-contained offline HTML plot of the trials and their frontier.
 
     One panel per pair (first objective on the y axis against each other objective on the x
-    axis). All trials are grey, the pair's Pareto front is red and joined by a step line; with
-    three or more objectives the all-objective front is ringed in blue. Rows whose ``label``
+    axis). All architectures are grey; the members of the frontier the table shows (over every
+    objective, noise-aware) are red in every panel, with no line of the pair's own. Rows whose ``label``
     key is a key of ``highlight`` get a large marker captioned with the mapped text. A row with
     ``<metric>_ci95`` (a mean over seeds) gets error bars of its 95 % interval; a latency with an
     interleaved ratio to the base gets the ratio's relative interval instead (see :func:`_half`). With ``noise`` (see
@@ -300,9 +281,10 @@ def plot_frontier(
     if len(objectives) < 2:
         raise ValueError("plot_frontier needs at least two objectives")
     highlight = dict(highlight or {})
-    panels = build_panels(rows, objectives, noise)
+    front = frontier_table(rows, objectives, noise)
+    panels = build_panels(rows, objectives, front=front)
     png, page = Path(path_png), Path(path_html)
     png.parent.mkdir(parents=True, exist_ok=True)
     page.parent.mkdir(parents=True, exist_ok=True)
     _write_png(panels, png, highlight, title)
-    _write_html(panels, frontier_table(rows, objectives, noise), objectives, page, highlight, title)
+    _write_html(panels, front, objectives, page, highlight, title)

@@ -17,9 +17,11 @@ sweep copies it into its storage, which its trials read (shared on a cluster) an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -62,7 +64,7 @@ def _base_yaml(space: Space, budget: Budget) -> dict:
     return materialize(space, {s.name: s.default for s in space.sites}, budget=budget)[0]
 
 
-def pretrain_key(space: Space, budget: Budget, data: str | None) -> str:
+def pretrain_key(space: Space, budget: Budget, data: str | None, seed: int = PRETRAIN_SEED) -> str:
     """16 hex chars naming the checkpoint a budget's warm start needs: what it was trained from and how.
 
     The trial's own epochs, patience and warm-start path do not enter: they do not change the checkpoint.
@@ -80,14 +82,18 @@ def pretrain_key(space: Space, budget: Budget, data: str | None) -> str:
         "base": arch_hash(_base_yaml(space, budget)),
         "budget": training,
         "data": dataset_fingerprint(data or builtin_dataset()),
-        "seed": PRETRAIN_SEED,
+        "seed": seed,
         "code": code_version(),
     }
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def pretrained_base(
-    space: Space, budget: Budget, data: str | None, say: Callable[[str], None] = print
+    space: Space,
+    budget: Budget,
+    data: str | None,
+    say: Callable[[str], None] = print,
+    seed: int = PRETRAIN_SEED,
 ) -> Path:
     """The checkpoint ``budget``'s warm start loads: trained now unless the cache holds it already.
 
@@ -97,13 +103,13 @@ def pretrained_base(
     """
     from .trial import TrialSpec, run_trial
 
-    key = pretrain_key(space, budget, data)
+    key = pretrain_key(space, budget, data, seed)
     root = cache_root()
     final = root / key / _CHECKPOINT
     if final.exists():
         return final
     say(
-        f"pretraining the base for the warm start: {budget.pretrain} epochs, seed {PRETRAIN_SEED} (once; kept as {final})"
+        f"pretraining the base for the warm start: {budget.pretrain} epochs, seed {seed} (once; kept as {final})"
     )
     scratch = root / f".{key}-{uuid.uuid4().hex[:8]}"
     cold = dataclasses.replace(budget, epochs=budget.pretrain, pretrain=None, weights=None)
@@ -111,16 +117,22 @@ def pretrained_base(
         _base_yaml(space, budget),
         cold,
         scratch,
-        seed=PRETRAIN_SEED,
+        seed=seed,
         data=data,
         map_evaluator=space.map_evaluator,
     )
     try:
-        result = run_trial(spec)
+        with _quiet_ultralytics():  # one line per epoch, as a sweep shows its trials, not Ultralytics' bars
+            result = run_trial(
+                spec,
+                report=lambda m, _: say(
+                    f"pretraining the base: epoch {m['epoch']}/{budget.pretrain}, mAP50-95 on val {m['map50_95']:.3f}"
+                ),
+            )
         _place(Path(result["last"]), final)
         (final.parent / "pretrain.json").write_text(
             json.dumps(
-                {"seed": PRETRAIN_SEED, "sha256": _sha256(final), "machine": machine(), **result},
+                {"seed": seed, "sha256": _sha256(final), "machine": machine(), **result},
                 indent=2,
                 default=str,
             )
@@ -131,6 +143,19 @@ def pretrained_base(
         f"pretrained the base: mAP50-95 {result['map50_95']:.3f} on the {result['scored_split']} split after {budget.pretrain} epochs"
     )
     return final
+
+
+@contextlib.contextmanager
+def _quiet_ultralytics():
+    """Ultralytics' log lines and progress bars off (its bars draw only while its logger shows INFO)."""
+    from ultralytics.utils import LOGGER as ULTRALYTICS
+
+    level = ULTRALYTICS.level
+    ULTRALYTICS.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        ULTRALYTICS.setLevel(level)
 
 
 def _sha256(path: Path) -> str:
@@ -175,9 +200,11 @@ def _place(source: Path, target: Path) -> None:
     os.replace(staged, target)
 
 
-def kept_checkpoint(space: Space, budget: Budget, data: str | None, keep_in: Path) -> Path:
+def kept_checkpoint(
+    space: Space, budget: Budget, data: str | None, keep_in: Path, seed: int = PRETRAIN_SEED
+) -> Path:
     """Where a sweep keeps its copy of ``budget``'s pretrained base (it may not exist yet)."""
-    return Path(keep_in) / f"{pretrain_key(space, budget, data)}.pt"
+    return Path(keep_in) / f"{pretrain_key(space, budget, data, seed)}.pt"
 
 
 def with_pretrain(
@@ -186,6 +213,7 @@ def with_pretrain(
     data: str | None,
     keep_in: Path | None = None,
     say: Callable[[str], None] = print,
+    seed: int = PRETRAIN_SEED,
 ) -> Budget:
     """``budget`` with its warm start resolved: ``weights`` set to the pretrained base when it has ``pretrain``
     and no checkpoint of its own; any other budget unchanged.
@@ -196,8 +224,8 @@ def with_pretrain(
     if not budget.pretrain or budget.weights:
         return budget
     if keep_in is None:
-        return dataclasses.replace(budget, weights=str(pretrained_base(space, budget, data, say)))
-    kept = kept_checkpoint(space, budget, data, keep_in)
+        return dataclasses.replace(budget, weights=str(pretrained_base(space, budget, data, say, seed)))
+    kept = kept_checkpoint(space, budget, data, keep_in, seed)
     if not kept.exists():
-        _place(pretrained_base(space, budget, data, say), kept)
+        _place(pretrained_base(space, budget, data, say, seed), kept)
     return dataclasses.replace(budget, weights=str(kept))

@@ -35,7 +35,7 @@ from .frontier import (
 from .plots import CSS, HIGHLIGHT_COLORS, build_panels, scale, svg_panel
 from .records import TRIAL_METRICS, choices_text
 from .space import Budget, Choice, Site, Space
-from .stats import EXACT_METRICS
+from .stats import EXACT_METRICS, interval_text
 
 __all__ = ["BASE_TEXT", "SECTIONS", "sweep_report", "write_report"]
 
@@ -179,12 +179,12 @@ def _rows_table(rows: list[dict], objectives: list[Objective], attrs: str) -> st
 
 
 def _mean_td(row: Mapping[str, Any], metric: str) -> str:
-    """A mean over seeds and its 95 % interval's half-width: ``0.3120 ± 0.0410`` (the mean alone for one seed)."""
+    """A mean over seeds and its 95 % interval (see :func:`search.stats.interval_text`)."""
     mean, half = _num(row.get(metric)), _num(row.get(f"{metric}_ci95"))
     if math.isnan(mean):
         return _td(None)
-    text = fmt(mean) + (f" ± {fmt(half)}" if math.isfinite(half) else "")
-    return f'<td data-value="{mean!r}">{html.escape(text)}</td>'
+    seeds = [v.get(metric) for v in (row.get("seeds") or {}).values()]
+    return f'<td data-value="{mean!r}">{html.escape(interval_text(mean, half, seeds))}</td>'
 
 
 def _plot_objectives(space: Space) -> list[Objective]:
@@ -193,14 +193,26 @@ def _plot_objectives(space: Space) -> list[Objective]:
 
 
 def _frontier_section(
-    space: Space, rows: list[dict], front: list[dict], references: Mapping[str, str], noise=None
+    space: Space,
+    rows: list[dict],
+    front: list[dict],
+    references: Mapping[str, str],
+    noise=None,
+    *,
+    proxy: str | None = None,
 ) -> str:
     objectives = _objectives(space)
     parts = [
         f"<h2>Frontier</h2>\n<p>{len(front)} of {len(rows)} finished architectures are on the Pareto frontier "
         f"of {html.escape(', '.join(o.metric for o in objectives))}. Each value is the mean over the "
-        "architecture's seeds, ± the half-width of its 95 % interval.</p>"
+        "architecture's seeds, ± the half-width of its 95 % interval. Latency is one figure per architecture: "
+        "the base timed alone times the architecture's ratio to the base, timed interleaved with it.</p>"
     ]
+    if proxy:
+        parts.append(
+            f'<p class="note" id="proxy">GFLOPs and parameters are the deployable architecture\'s (full size, at '
+            f"640); mAP and latency are the scaled-down proxy's that the {html.escape(proxy)} budget trains.</p>"
+        )
     if noise is not None:
         parts.append(
             '<p class="note" id="noise">The frontier is noise-aware: an architecture is dominated only by one '
@@ -224,10 +236,7 @@ def _frontier_section(
         return "\n".join(parts)
     parts.append(_rows_table(front, objectives, ' id="frontier"'))
     highlight = {"base": BASE_TEXT, **references}  # fixed order: fixed colours
-    panels = build_panels(rows, _plot_objectives(space))
-    on_front = {id(r) for r in front}
-    for p in panels:  # ring the frontier over the space's own objectives, whatever is plotted
-        p.global_front = [pt for pt in p.points if id(pt[2]) in on_front]
+    panels = build_panels(rows, _plot_objectives(space), front=front)  # the table's frontier, marked
     marks = []
     for k, (label, text) in enumerate(highlight.items()):
         present = any(r.get("label") == label for r in rows)
@@ -236,8 +245,8 @@ def _frontier_section(
         marks.append(f'<span style="color:{color}">&#9679;</span> {html.escape(text)}: {state}.')
     parts.append(
         '<p class="note">Grey: all architectures, with the 95 % interval of each mean over seeds (grey bars, '
-        "clipped to the panel). Red: Pareto front of the plotted pair (step line). "
-        "Blue rings: the frontier in the table above. "
+        "clipped to the panel). Red: the frontier in the table above (noise-aware: architectures tied within "
+        "the noise are members together), in every panel. "
         + " ".join(marks)
         + " Hover a point for its details.</p>"
     )
@@ -289,8 +298,10 @@ def _hypervolume_section(space: Space, rows: list[dict], curve=None) -> str:
     reference, values, rows = result
     ref_text = ", ".join(f"{o.metric}={fmt(v)}" for o, v in zip(space.objectives, reference, strict=True))
     note = (
-        f'<p class="note">Hypervolume of the first i finished trials, in the order they finished, against the '
-        f"reference point {html.escape(ref_text)} (default_reference over all trials).</p>"
+        f'<p class="note">Hypervolume of the first i finished architectures, in the order they finished, as a '
+        f"fraction of a box fixed by the space and the base (not by the trials seen so far, so its changes "
+        f"can be read): from the reference point {html.escape(ref_text)} (mAP 0; each cost twice the "
+        f"base's) to the ideal (mAP 1, no cost).</p>"
     )
     body = [
         f"<tr>{_td(i)}{_td(r.get('trial_id'))}{_td(v)}</tr>"
@@ -360,16 +371,28 @@ def _effects_section(space: Space, rows: list[dict], noise=None) -> str:
         "table says how many more trials would (e.g. the base with only that change). Sites interact: an "
         "additive effect is an average over the architectures trained.</p>"
     )
+    shown = {k: v for k, v in effects.items() if v[metrics[0]].mean is not None}
+    rest = [v[metrics[0]] for k, v in effects.items() if k not in shown]
     body = [
         "<tr>"
         + _td(f"{site}={choice}")
         + _td(by_metric[metrics[0]].trials)
         + "".join(_td(_effect_text(by_metric[m])) for m in metrics)
         + "</tr>"
-        for (site, choice), by_metric in effects.items()
+        for (site, choice), by_metric in shown.items()
     ]
     columns = ["choice", "seeds with it", *(f"effect on {m} [95%]" for m in metrics)]
-    return f"{head}\n{note}\n" + _table(columns, body, ' id="effects"')
+    table = _table(columns, body, ' id="effects"') if shown else ""
+    if rest:  # one sentence for the rest, not a row each
+        needs = sorted({e.needs for e in rest})
+        many = f"{needs[0]}" if len(needs) == 1 else f"{needs[0]} to {needs[-1]}"
+        table += (
+            f'\n<p class="note" id="effects-rest">{len(rest)} of the {len(effects)} choices are not identified '
+            f"by these trials (the fit cannot separate them from the others): each needs {many} more "
+            f"trial{'s' if needs[-1] > 1 else ''}, such as the base with only that change; "
+            "<code>--sampler ablation</code> trains every single change.</p>"
+        )
+    return f"{head}\n{note}\n{table}"
 
 
 def _warm_start_section(rows: list[dict]) -> str:
@@ -449,7 +472,14 @@ def sweep_report(
     sections = [
         _space_section(space),
         _budget_section(budget),
-        _frontier_section(space, rows, front, {r.name: r.caption for r in space.references}, noise),
+        _frontier_section(
+            space,
+            rows,
+            front,
+            {r.name: r.caption for r in space.references},
+            noise,
+            proxy=budget.name if budget.is_proxy else None,
+        ),
         _hypervolume_section(space, rows, hypervolumes),
         _ablation_section(space, rows, noise),
         _effects_section(space, rows, noise),

@@ -8,6 +8,7 @@ budget is never trained again.
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import gc
@@ -55,7 +56,7 @@ from .records import (
     Tag,
 )
 from .space import Budget, Space, validate_params
-from .stats import EXACT_METRICS
+from .stats import EXACT_METRICS, interval_text
 from .tracking import SweepTracker, git_commit
 
 LOGGER = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class SweepContext:
     poll_s: float = 5.0
     references: dict[str, str] = field(default_factory=dict)  # arch hash -> the reference it is ("base", ...)
     base_yaml: dict | None = None  # the base as trials build it: latency is timed against it (None: no base)
+    base_latency: dict | None = None  # the base timed alone before the trials (search.cost.base_alone)
 
 
 @dataclass
@@ -544,6 +546,7 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
         map_evaluator=space.map_evaluator,
         layer_map=layer_map(space, params),  # a warm start's base layers, where insertions moved them
         deploy_yaml=materialize(space, params)[0],  # the cost objectives: the architecture a user deploys
+        base_latency=ctx.base_latency,  # one latency: the base alone x the trial's ratio to it
         fresh_layers=fresh_layers(space, budget),  # a fair warm start: no site's layer is loaded
         max_latency_ms=ctx.max_latency_ms,
         max_gflops=ctx.max_gflops,
@@ -572,7 +575,8 @@ def _sweep_trial(config: dict, ctx: SweepContext, state: dict) -> None:
         | ({} if cost_logged else cost)
         | ort
         | {"trial/epochs_done": result["epochs_done"], "trial/train_s": result["train_s"]}
-        | {f"proxy/{k[6:]}": result[k] for k in ("proxy_n_params", "proxy_gflops") if k in result},
+        | {f"proxy/{k[6:]}": result[k] for k in ("proxy_n_params", "proxy_gflops") if k in result}
+        | ({"latency_loaded_ms": result["latency_loaded_ms"]} if "latency_loaded_ms" in result else {}),
     )
     for path in (result["model_yaml"], result["results_csv"], out / "trial.json"):
         if Path(path).exists():
@@ -912,45 +916,36 @@ def base_yaml(space: Space, budget: Budget, nc: int) -> dict | None:
     return with_classes(materialize(space, base, budget=budget)[0], nc) if base is not None else None
 
 
-def remeasure(front: list[dict], space: Space, budget: Budget, nc: int, precision: str | None = None) -> None:
-    """Time each frontier architecture again, one at a time, interleaved with the base, after every trial
-    has ended (nothing trains on this machine now); adds ``latency_final_ms``, ``latency_ratio_final`` and
-    ``latency_final_device`` to the rows. Skipped (with a log line) when the driver cannot reach the
-    device the trials measured on."""
+def time_base_alone(
+    tracker: SweepTracker, parent_id: str, space: Space, budget: Budget, nc: int, config: SweepConfig
+) -> dict | None:
+    """The base's latency timed alone on this machine's CPU, with the threads a trial has, before any trial
+    starts (logged on the sweep's run as ``latency_base_*``; a resumed sweep reads it back). None when the
+    trials time on GPUs (each times on its own, training held off meanwhile) or the space has no base."""
     import torch
     from ultralytics.nn.tasks import RTDETRDetectionModel
 
-    from .cost import deploy_form, device_name, latency, timing_plan
-    from .materialize import materialize
-    from .trial import with_classes
+    from .cost import base_alone, deploy_form
 
     base = base_yaml(space, budget, nc)
+    if base is None or config.gpus_per_trial:
+        return None
+    recorded = tracker.run(parent_id).data
+    if "latency_base_ms" in recorded.metrics and "latency_base_device" in recorded.tags:
+        m = recorded.metrics
+        return {"latency_ms": m["latency_base_ms"], "latency_p90_ms": m["latency_base_p90_ms"],
+                "latency_iqr_ms": m["latency_base_iqr_ms"], "latency_device": recorded.tags["latency_base_device"]}  # fmt: skip
     threads = torch.get_num_threads()
     try:
-        for row in front:
-            measured = row.get("latency_device") or ""
-            device = torch.device(
-                "cuda:0" if measured.startswith("cuda") and torch.cuda.is_available() else "cpu"
-            )
-            if measured.startswith("cpu:") and measured.endswith(
-                "threads"
-            ):  # as many threads as the trials had
-                torch.set_num_threads(int(measured.rsplit(":", 1)[1].removesuffix("threads")))
-            if measured and device_name(device) != measured:
-                LOGGER.info("frontier latency not re-measured: trials timed on %s, this machine is %s", measured,
-                            device_name(device))  # fmt: skip
-                continue
-            yaml = with_classes(materialize(space, row["params"], budget=budget)[0], nc)
-            model = deploy_form(RTDETRDetectionModel(yaml, verbose=False))
-            reference = deploy_form(RTDETRDetectionModel(base, verbose=False)) if base is not None else None
-            timed = latency(
-                model, budget.imgsz, device, reference=reference, **timing_plan(device, precision)
-            )
-            row["latency_final_ms"] = timed["latency_ms"]
-            row["latency_ratio_final"] = timed.get("latency_ratio", math.nan)
-            row["latency_final_device"] = device_name(device)
+        ultra.use_threads(max(1, int(config.cpus_per_trial)))  # the device key names the trials' threads
+        model = deploy_form(RTDETRDetectionModel(copy.deepcopy(base), verbose=False))
+        timed = base_alone(model, budget.imgsz, torch.device("cpu"))
     finally:
         torch.set_num_threads(threads)
+    tracker.log_metrics(parent_id, {f"latency_base_{k[8:]}": timed[k] for k in
+                                    ("latency_ms", "latency_p90_ms", "latency_iqr_ms")})  # fmt: skip
+    tracker.set_tags(parent_id, {"latency_base_device": timed["latency_device"]})
+    return timed
 
 
 def finalize(
@@ -960,7 +955,6 @@ def finalize(
     budget: Budget,
     nc: int,
     out_dir: Path,
-    latency_precision: str | None = None,
 ) -> tuple[list[dict], dict]:
     """End every architecture run with its mean and spread; tag the noise-aware frontier; attach its
     table, plots and the sweep report to the parent; log the hypervolume and the noise floor."""
@@ -976,16 +970,6 @@ def finalize(
     ]
     noise = noise_of(rows, space)
     front = frontier_table(rows, objectives, noise)
-    remeasure(front, space, budget, nc, latency_precision)
-    for row in front:
-        if "latency_final_ms" in row:
-            tracker.log_metrics(
-                row["arch_run_id"],
-                {
-                    "latency_final_ms": row["latency_final_ms"],
-                    "latency_ratio_final": row["latency_ratio_final"],
-                },
-            )
     on_front = {r["arch_hash"] for r in front}
     for run in [*tracker.architectures(parent_id), *tracker.trials(parent_id)]:
         if run.data.tags.get(Tag.STATUS) == OK:
@@ -995,7 +979,7 @@ def finalize(
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = [o.metric for o in objectives]
     columns = ["trial_id", "arch_hash", "label", "n_seeds", *metrics, *(f"{m}_ci95" for m in metrics), "n_params",
-               "latency_ratio", "latency_final_ms", "latency_ratio_final"]  # fmt: skip
+               "latency_ratio"]  # fmt: skip
     with open(out_dir / "pareto.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=[*columns, "params", "run_id"], extrasaction="ignore")
         writer.writeheader()
@@ -1037,9 +1021,14 @@ def finalize(
     return front, noise
 
 
-def _measured(value):
-    """A table cell's value: None (an empty cell) for a missing or NaN value, e.g. one seed's interval."""
-    return value if isinstance(value, float | int) and math.isfinite(value) else None
+def _interval(row: dict, metric: str) -> str | None:
+    """A table cell for a mean's 95 % interval: its half-width, with the seed values on one degree of
+    freedom, said in words when wider than the mean; empty (None) for one seed."""
+    half, mean = row.get(f"{metric}_ci95"), row.get(metric)
+    if not all(isinstance(v, float | int) and math.isfinite(v) for v in (half, mean)):
+        return None
+    text = interval_text(mean, half, [s.get(metric) for s in (row.get("seeds") or {}).values()])
+    return text.split(" ± ", 1)[1] if " ± " in text else text.split(" ", 1)[1].strip("()")
 
 
 def frontier_text(front: list[dict], space: Space, noise: dict | None = None, *, notes: bool = True) -> str:
@@ -1059,7 +1048,6 @@ def frontier_text(front: list[dict], space: Space, noise: dict | None = None, *,
         return any(isinstance(r.get(key), float | int) and math.isfinite(r[key]) for r in front)
 
     cols += ["latency_ratio", "latency_ratio ±95%"] if shown("latency_ratio") else []
-    cols += ["latency_final_ms", "latency_ratio_final"] if shown("latency_final_ms") else []
     cols += ["n_params", "arch_hash", "choices"]
     groups = comparable_groups(front, objectives)
     parts = []
@@ -1073,10 +1061,7 @@ def frontier_text(front: list[dict], space: Space, noise: dict | None = None, *,
             {
                 **r,
                 "choices": records.choices_text(r["params"]),
-                **{
-                    f"{m} ±95%": _measured(r.get(f"{m}_ci95"))
-                    for m in [*(o.metric for o in objectives), "latency_ratio"]
-                },
+                **{f"{m} ±95%": _interval(r, m) for m in [*(o.metric for o in objectives), "latency_ratio"]},
             }
             for r in rows
         ]
@@ -1135,7 +1120,7 @@ class Progress(Callback):
             return ""
         front = frontier_table(rows, self.objectives)
         try:
-            hv = f", hypervolume {hypervolume_curve(rows, self.objectives)[1][-1]:.4g}"
+            hv = f", hypervolume {100 * hypervolume_curve(rows, self.objectives)[1][-1]:.3g} % of the box"
         except ValueError:
             hv = ""
         return f" | frontier {len(front)} of {len(rows)} architectures{hv}"
@@ -1363,6 +1348,7 @@ def run_sweep(
         latency_backend=config.latency_backend,
         references=reference_hashes(space, budget, nc),
         base_yaml=base_yaml(space, budget, nc),
+        base_latency=time_base_alone(tracker, parent_id, space, budget, nc, config),
     )
     points, _, n_trials = sweep_plan(config)
 
@@ -1432,7 +1418,7 @@ def run_sweep(
     if pause:  # fault-injection window for tests: the driver dies after the trials, before the frontier
         say(f"[sweep] trials done; writing the frontier in {pause:g} s")
         time.sleep(pause)
-    front, noise = finalize(tracker, parent_id, space, budget, nc, path / "report", config.latency_precision)
+    front, noise = finalize(tracker, parent_id, space, budget, nc, path / "report")
     tracker.close_dangling(parent_id)
     counts, errors = records.outcomes(tracker.trials(parent_id))
     tracker.finish(parent_id, "FINISHED" if front else "FAILED")
@@ -1440,6 +1426,12 @@ def run_sweep(
         say(
             f"[sweep] frontier of {config.name} ({len(front)} architectures):\n{frontier_text(front, space, noise)}"
         )
+        if budget.is_proxy:
+            say(
+                f"[sweep] GFLOPs and parameters are the deployable architecture's (full size, 640); mAP and latency "
+                f"are the scaled-down proxy's the '{budget.name}' budget trains: train the frontier at full size "
+                f"with --from-sweep {config.name} --budget full"
+            )
     say(f"[sweep] {config.name} is in {where}")
     for line in mlflow_links(config.tracking_uri, tracker.experiment_id, [r["run_id"] for r in front]):
         say(f"[sweep] {line}")

@@ -74,6 +74,10 @@ class TrialSpec:
     # parameters and GFLOPs are the trial's cost objectives, model_yaml's own are logged as proxy_*.
     # None: model_yaml is what the user deploys (a --model-yaml trial).
     deploy_yaml: dict | None = None
+    # The base timed alone on its device (search.cost.base_alone): with a ratio to the base timed on that
+    # same device, the trial's latency is that figure times the ratio; its own median, timed while other
+    # trials trained beside it, is kept as latency_loaded_ms. None: the trial's own median.
+    base_latency: dict | None = None
     # The caller's search.materialize.arch_hash of model_yaml, when model_yaml is already built for the
     # dataset's classes (a sweep has both); None: the trial sets the class count and hashes it itself.
     arch_hash: str | None = None
@@ -128,6 +132,26 @@ def with_classes(model_yaml: dict, nc: int) -> dict:
 
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def with_base_latency(cost: dict, base: dict | None) -> dict:
+    """``cost`` with its latency the base's alone times its interleaved ratio, when ``base`` was timed on
+    the same device; its own median (timed under the load of other trials) moves to ``latency_loaded_ms``."""
+    if (
+        not base
+        or base["latency_device"] != cost.get("latency_device")
+        or not _finite(cost.get("latency_ratio"))
+    ):
+        return cost
+    r = cost["latency_ratio"]
+    return {
+        **cost,
+        "latency_loaded_ms": cost["latency_ms"],
+        "latency_ms": base["latency_ms"] * r,
+        "latency_p90_ms": base["latency_p90_ms"] * r,
+        "latency_iqr_ms": base["latency_iqr_ms"] * r,
+        "latency_source": "base alone x ratio",
+    }
 
 
 def _renamed(key: str, layer_map: list[int] | None) -> str:
@@ -355,6 +379,7 @@ def run_trial(spec: TrialSpec, report: Reporter | None = None, resume_from: Path
             cost.update(
                 _onnx_cost(model, out / "onnx", latency_imgsz, torch_device(device), spec.latency_precision)
             )
+        cost = with_base_latency(cost, spec.base_latency)
         if spec.deploy_yaml is not None:  # the objectives are the deployable architecture's, exact
             from .cost import architecture_cost
 

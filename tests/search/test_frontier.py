@@ -317,7 +317,7 @@ def test_latency_error_bars_show_the_ratio_interval_the_frontier_decides_with():
         {"label": "no ratio", "map50_95": 0.4, "latency_ms": 40.0, "latency_ms_ci95": 5.0},
     ]
     pts = [(r["latency_ms"], r["map50_95"], r) for r in rows]
-    doc = svg_panel(Panel(obj[1], obj[0], pts, [], []), {})
+    doc = svg_panel(Panel(obj[1], obj[0], pts, []), {})
     widths = sorted(
         round(abs(float(x2) - float(x1)), 1)
         for x1, y1, x2, y2 in re.findall(

@@ -97,6 +97,12 @@ def test_the_base_is_pretrained_once_and_every_site_starts_fresh_from_its_seed(f
     assert meta["machine"]["cpu_count"] and meta["machine"]["torch"] and meta["machine"]["ultralytics"]
     assert meta["sha256"] == __import__("hashlib").sha256(checkpoint.read_bytes()).hexdigest()
     assert "pretraining the base" in results["log0"] and "pretraining the base" not in results["log1"]  # once
+    # one calm line per epoch while it pretrains, as a sweep shows its trials: no bars, no model summary
+    pretraining = results["log0"][
+        results["log0"].index("pretraining the base") : results["log0"].index("pretrained the base")
+    ]
+    assert "pretraining the base: epoch 2/2, mAP50-95 on val" in pretraining
+    assert "GPU_mem" not in pretraining and "parameters" not in pretraining
     for seed in (0, 1):
         r = results[seed]
         assert r["status"] == "ok"

@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from search.frontier import Objective, default_reference, fmt, frontier_table, hypervolume
+from search.frontier import Objective, fmt, frontier_table, hypervolume, hypervolume_box
 from search.report import BASE_TEXT, SECTIONS, sweep_report, write_report
 from search.space import Budget, load_space
 
@@ -90,6 +90,13 @@ def modes():
     return space, rows
 
 
+def _effect_rows(doc: str) -> list:
+    """The per-site effects table's body rows; [] when the report shows no table (nothing identified)."""
+    tables = [rows for attrs, rows in Tables(doc).tables if attrs.get("id") == "effects"]
+    assert len(tables) <= 1
+    return [r for r in tables[0] if r] if tables else []
+
+
 def assert_offline(doc: str) -> None:
     assert "http://" not in doc and "https://" not in doc
     assert re.search(r"<script[^>]*\bsrc\s*=", doc, re.I) is None
@@ -105,10 +112,11 @@ def test_self_contained_with_every_section(placements):
         assert f"<h2>{heading}</h2>" in doc
     assert "placements &lt;demo&gt;" in doc and "<demo>" not in doc
     assert doc.count("<svg") == 3  # map vs latency, map vs GFLOPs, hypervolume
-    effects = Tables(doc).find(id="effects")  # one row per non-keep choice of every site
-    assert [c[0][0] for c in effects] == [
-        f"{s.name}={c.name}" for s in space.sites for c in s.choices if c.op != "keep"
-    ]
+    effects = _effect_rows(doc)  # a row per identified choice, in site order; one sentence for the rest
+    choices = [f"{s.name}={c.name}" for s in space.sites for c in s.choices if c.op != "keep"]
+    shown = [c[0][0] for c in effects]
+    assert shown == [c for c in choices if c in shown]
+    assert f"{len(choices) - len(shown)} of the {len(choices)} choices are not identified" in doc
     budget = Tables(doc).find(id="budget")  # every Budget field, then is_proxy
     assert [c[0][0] for c in budget] == [
         fmt(getattr(space.budgets["cpu"], f.name)) for f in fields(Budget)
@@ -166,16 +174,18 @@ def test_effects_are_shown_only_where_the_trials_identify_them(placements):
     """25 random architectures cannot separate the 30 effects of placements: the report says which it
     cannot estimate and how many trials each needs, instead of a mean of the trials that had it."""
     space, rows, doc = placements
-    effects = Tables(doc).find(id="effects")
+    effects = _effect_rows(doc)
     shown = [c for c in effects if "±" in c[2][0]]
-    missing = [c for c in effects if c[2][0].startswith("not identified")]
-    assert len(shown) + len(missing) == len(effects) and missing
-    assert all(c[2][0] == "not identified: needs 1 more trial" for c in missing)  # the base is among the rows
+    assert len(shown) == len(effects)  # only identified effects have rows (here: none is) ...
+    assert "not identified:" not in doc  # ... and no row each for the rest, but one sentence
+    assert re.search(
+        r"\d+ of the 30 choices are not identified by these trials .* each needs 1 more trial,", doc
+    )
     assert len(shown) <= len(rows) - 1  # never more effects than the trials can carry
     for c in effects:
         site, choice = c[0][0].split("=")
         assert int(c[1][0]) == sum(r["params"][site] == choice for r in rows)
-    assert "best" not in Tables(doc).find(id="effects")[0][2][1].get("class", "")
+    assert all("best" not in c[2][1].get("class", "") for c in effects)
 
 
 def test_hypervolume_matches_prefixes(placements):
@@ -184,13 +194,21 @@ def test_hypervolume_matches_prefixes(placements):
     points = [
         [r[o.metric] if isinstance(r[o.metric], float) else math.nan for o in space.objectives] for r in rows
     ]
-    reference = default_reference(points, directions)
+    # the box is fixed by the space and the base, not by the rows: mAP from 0 to 1, each cost from twice
+    # the base's down to 0; the hypervolume is a fraction of it
+    reference, ideal = hypervolume_box(space.objectives, rows[0])
+    assert reference == [
+        0.0 if o.direction == "maximize" else 2 * rows[0][o.metric] for o in space.objectives
+    ]
+    box = math.prod(abs(a - b) for a, b in zip(reference, ideal, strict=True))
     cells = Tables(doc).find(id="hypervolume")
     assert [int(c[0][0]) for c in cells] == list(range(1, len(rows) + 1))
     assert [c[1][0] for c in cells] == [r["trial_id"] for r in rows]
     for i, c in enumerate(cells, 1):
-        expected = hypervolume(points[:i], directions, reference)
+        expected = hypervolume(points[:i], directions, reference) / box
         assert float(c[2][1]["data-value"]) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        assert 0 <= expected <= 1
+    assert "fraction of a box fixed by the space and the base" in doc
 
 
 def test_empty_and_single_row(modes):
@@ -200,11 +218,13 @@ def test_empty_and_single_row(modes):
     for heading in SECTIONS:
         assert f"<h2>{heading}</h2>" in empty
     assert_offline(empty)
-    one = sweep_report(space, space.budgets["cpu"], rows[1:2])
-    assert Tables(one).find(id="frontier")[0][0][0] == "trial_0002"
+    one = sweep_report(space, space.budgets["cpu"], rows[:1])  # the base alone
+    assert Tables(one).find(id="frontier")[0][0][0] == "trial_0001"
     hv = Tables(one).find(id="hypervolume")
-    assert len(hv) == 1 and float(hv[0][2][1]["data-value"]) > 0
+    assert len(hv) == 1 and float(hv[0][2][1]["data-value"]) == pytest.approx(0.30 * 0.5 * 0.5)
     assert one.count("<svg") == 3
+    other = sweep_report(space, space.budgets["cpu"], rows[1:2])  # no base: no box to measure in
+    assert "No hypervolume: no base among the finished architectures" in other and other.count("<svg") == 2
 
 
 def test_text_is_escaped(modes):
@@ -240,3 +260,40 @@ def test_write_report_and_screenshot(placements, tmp_path):
     subprocess.run(cmd, capture_output=True, timeout=60, check=False)
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_the_points_the_plots_mark_are_exactly_the_tables_frontier(placements):
+    """In a 3-objective space a pair's own 2-D front differs from the frontier the table shows; the panels
+    mark only the table's members (in every panel), and draw no step line of a pair's own front."""
+    space, rows, doc = placements
+    objectives = [Objective(o.metric, o.direction) for o in space.objectives]
+    table = [cells[0][0] for cells in Tables(doc).find(id="frontier")]
+    marked = set()
+    for panel in re.findall(r"<svg[^>]*role=\"img\">.*?</svg>", doc, re.S)[:2]:  # the two scatter panels
+        ids = set(re.findall(r'class="front"><title>trial_id: (trial_\d+)', panel))
+        marked |= ids
+        assert 'class="step"' not in panel and "polyline" not in panel
+        assert ids <= set(table)
+    assert marked == set(table)
+    from search.frontier import pareto_front
+
+    pts = [(r["latency_ms"], r["map50_95"]) for r in rows if math.isfinite(r["latency_ms"] or math.nan)]
+    pair = pareto_front(pts, ["minimize", "maximize"])
+    assert len(pair) != len(table) or set(table) != {rows[i]["trial_id"] for i in pair}  # the case is real
+    assert len(frontier_table(rows, objectives)) == len(table)
+
+
+def test_the_frontier_png_and_html_mark_the_same_members_as_the_table(placements, tmp_path):
+    from search.plots import build_panels, plot_frontier
+
+    space, rows, _ = placements
+    objectives = [Objective(o.metric, o.direction) for o in space.objectives]
+    plot_frontier(rows, objectives, tmp_path / "f.png", tmp_path / "f.html")
+    page = (tmp_path / "f.html").read_text()
+    front = frontier_table(rows, objectives)
+    shown = {c[0] for cells in Tables(page).find() for c in cells if c[0].startswith("trial_")}
+    assert shown == {r["trial_id"] for r in front}
+    for panel in build_panels(rows, objectives):
+        assert {id(r) for _, _, r in panel.front} == {
+            id(r) for r in front if r in [p[2] for p in panel.points]
+        }

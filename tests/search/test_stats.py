@@ -226,3 +226,42 @@ def test_additive_effects_recover_the_true_effects_and_refuse_what_the_trials_ca
     assert never.mean is None and never.trials == 0 and never.needs == 1
     # without the base, one more trial is not enough: the base and the single change
     assert site_effects(rows[1:2], space, "map50_95")[0].needs == 2
+
+
+def test_an_interval_is_shown_as_a_reader_needs_it():
+    from search.stats import interval_text
+
+    assert interval_text(0.312, 0.041, [0.3, 0.31, 0.33]) == "0.312 ± 0.041"
+    # one degree of freedom: the two seed values the (12.7-std-wide) interval comes from
+    assert interval_text(0.7415, 0.2986, [0.765, 0.718]) == "0.7415 ± 0.2986 (seeds 0.765, 0.718)"
+    # wider than the value itself: said, not printed
+    assert interval_text(54.51, 269.7, [40.0, 69.0]) == "54.51 (interval wider than the value; seeds 40, 69)"
+    assert interval_text(0.5, math.nan, [0.5]) == "0.5" and interval_text(math.nan, 0.1) == ""
+
+
+def test_seeds_to_separate_a_difference_at_a_noise_floor():
+    from search.stats import seeds_to_separate, t975
+
+    n = seeds_to_separate(0.009, 0.0043)
+    assert n == 4
+    for k, ok in ((n, True), (n - 1, False)):  # the least n whose interval is narrower than the difference
+        assert (t975(2 * (k - 1)) * 0.0043 * math.sqrt(2 / k) < 0.009) is ok
+    assert seeds_to_separate(0.5, 0.0043) == 2 and seeds_to_separate(1e-6, 0.01) is None
+    assert seeds_to_separate(0.01, 0.0) == 1  # no noise: one seed each separates any difference
+
+
+def test_the_frontier_notes_say_how_many_seeds_would_separate_what_is_undecided():
+    from search.frontier import Objective, frontier_notes
+
+    objectives = [Objective("map50_95", "maximize"), Objective("gflops", "minimize")]
+    front = [
+        {"label": "base", "params": {}, "map50_95": 0.80, "gflops": 10.0, "n_seeds": 2},
+        {"label": "a", "params": {}, "map50_95": 0.81, "gflops": 9.0, "n_seeds": 1},
+    ]
+    noise = {"map50_95": (0.01, 3), "gflops": (0.0, 0)}
+    notes = frontier_notes(front, objectives, noise)
+    (line,) = [n for n in notes if "seeds per architecture" in n]
+    assert line == (
+        "a map50_95 difference of 0.01 is within noise here: separating it takes about 9 seeds per architecture"
+        " at this noise floor"
+    )
