@@ -644,14 +644,15 @@ def ablation_points(space: Space) -> list[dict[str, str]]:
 def sweep_points(
     space: Space, sampler: str, samples: int | None = None, listed: list[dict] | None = None
 ) -> list[dict[str, str]]:
-    """The points a sweep trains first, in order: the base and the space's references, then, for the
+    """The points a sweep trains first, in order: the base and (but for a list) the space's references, then, for the
     fixed samplers, the rest of their list (``grid``: every point, up to ``samples``; ``ablation``:
     every single change from the base; ``list``: ``listed``). Each point once."""
     import itertools
 
     base = base_point(space)
     points = [base] if base is not None else []
-    points += [validate_params(space, dict(r.params)) for r in space.references]
+    if sampler != "list":  # a list (--from-sweep) is trained exactly, with the base for the noise floor
+        points += [validate_params(space, dict(r.params)) for r in space.references]
     if sampler == "grid":
         names = [s.name for s in space.sites]
         grid = itertools.product(*[[c.name for c in s.choices] for s in space.sites])
@@ -1189,8 +1190,17 @@ class Progress(Callback):
             )
             return
         if result.get("final"):
-            seed = (trial.config or {}).get("seed", 0)
-            self.rows[(result.get("arch_hash") or trial.trial_id, seed)] = result  # a reused one counts once
+            config = dict(trial.config or {})
+            seed = config.pop("seed", 0)
+            config.pop("seeds", None)
+            base = bool(config) and all(
+                v == "keep" for v in config.values()
+            )  # the hypervolume's box needs it
+            # a reused result counts once
+            self.rows[(result.get("arch_hash") or trial.trial_id, seed)] = {
+                **result,
+                "label": "base" if base else "",
+            }
         self._line(trials, f"finished {trial.trial_id}", trial, "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
