@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return usage_error(exc)
     objectives = list(space.objectives)
     rows = trial_rows(tracker, parent.info.run_id, space)
-    noise = noise_of(rows, space)
+    noise = noise_of(rows, space.objectives)
     front = frontier_table(rows, objectives, noise)
     if args.table == "ablation":
         table = ablation_table(rows, space, noise)

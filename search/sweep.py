@@ -886,11 +886,11 @@ def trial_rows(tracker: SweepTracker, parent_id: str, space: Space) -> list[dict
     ]
 
 
-def noise_of(rows: list[dict], space: Space) -> dict[str, tuple[float, int]]:
+def noise_of(rows: list[dict], objectives) -> dict[str, tuple[float, int]]:
     """The sweep's noise floor for its objectives and mAPs (see :func:`search.stats.noise_floor`)."""
     from .stats import noise_floor
 
-    metrics = [o.metric for o in space.objectives] + ["map50_95", "map50", "latency_ms", "latency_ratio"]
+    metrics = [o.metric for o in objectives] + ["map50_95", "map50", "latency_ms", "latency_ratio"]
     return noise_floor(rows, dict.fromkeys(metrics))
 
 
@@ -969,7 +969,7 @@ def finalize(
         {**r, "label": references.get(r["arch_hash"], r["label"])}
         for r in trial_rows(tracker, parent_id, space)
     ]
-    noise = noise_of(rows, space)
+    noise = noise_of(rows, space.objectives)
     front = frontier_table(rows, objectives, noise)
     on_front = {r["arch_hash"] for r in front}
     for run in [*tracker.architectures(parent_id), *tracker.trials(parent_id)]:
@@ -1119,7 +1119,7 @@ class Progress(Callback):
         )
         if not rows:
             return ""
-        front = frontier_table(rows, self.objectives)
+        front = frontier_table(rows, self.objectives, noise_of(rows, self.objectives))  # as the final table
         try:
             hv = f", hypervolume {100 * hypervolume_curve(rows, self.objectives)[1][-1]:.3g} % of the box"
         except ValueError:

@@ -307,3 +307,21 @@ def test_the_time_budget_counts_the_longest_trial_so_far():
     assert seeds.suggest("d") == Searcher.FINISHED
     seeds.deadline = None
     assert seeds.suggest("e") == {"p": 3, "seed": 0, "seeds": 1}
+
+
+def test_the_live_frontier_line_is_noise_aware_like_the_final_table():
+    """A placement 0.005 'better' on mAP within a two-seed noise, and 1 % dearer in exact GFLOPs, is
+    dominated by the base; the progress line counts the same frontier the final table will show."""
+    from search.space import Objective
+    from search.sweep import Progress
+
+    objectives = [Objective("map50_95", "maximize"), Objective("gflops", "minimize")]
+    progress = Progress(lambda line: None, objectives, 3)
+    progress.rows = {
+        ("base", 0): {"map50_95": 0.80, "gflops": 100.0, "n_params": 1, "label": "base"},
+        ("base", 1): {"map50_95": 0.82, "gflops": 100.0, "n_params": 1, "label": "base"},
+        ("a", 0): {"map50_95": 0.815, "gflops": 101.0, "n_params": 1, "label": ""},
+    }
+    line = progress._frontier()
+    assert "frontier 1 of 2 architectures" in line, line  # without the noise both would be on it
+    assert "hypervolume" in line and "% of the box" in line
