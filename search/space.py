@@ -325,7 +325,8 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    """A finite number (YAML's .nan and .inf are floats too, and no budget, constraint or arg means them)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _among(value: Any, names) -> bool:
@@ -459,8 +460,8 @@ def _budget(path: str, name: str, raw: Any) -> Budget:
             raise _err(path, f"{key}.weights", f"expected a checkpoint path, got {weights!r}")
         weights = str((Path(path).parent / weights).resolve()) if not Path(weights).is_absolute() else weights
     for k, v in raw.items():
-        if v is None and k not in ("epochs", "imgsz", "batch"):
-            continue
+        if v is None and k not in ("epochs", "imgsz", "batch", "fraction", "width", "depth"):
+            continue  # null: the field's default, None (Ultralytics' own value, or no warm start)
         kind = "an int" if k in _BUDGET_INTS else "a number"
         if not (_is_int(v) if k in _BUDGET_INTS else _is_num(v)):
             raise _err(path, f"{key}.{k}", f"expected {kind}, got {v!r}")

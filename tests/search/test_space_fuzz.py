@@ -10,6 +10,7 @@ lines too: exit code 2, one line, and an untouched store.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -189,3 +190,19 @@ def test_mutated_space_files_through_search_run_exit_2_and_leave_the_store_untou
         assert done.returncode == 2, (text, done.stdout[-2000:], done.stderr[-2000:])
         assert len(done.stderr.strip().splitlines()) == 1 and str(space) in done.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray").exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key"),
+    [
+        (("budgets", "screen", "fraction"), None, "budgets.screen.fraction"),  # found by the fuzz in CI
+        (("budgets", "cpu", "width"), None, "budgets.cpu.width"),
+        (("budgets", "cpu", "lr0"), float("nan"), "budgets.cpu.lr0"),
+        (("budgets", "cpu", "fraction"), float("inf"), "budgets.cpu.fraction"),
+        (("sites", "stage1", "choices", "ori", "block"), [], "sites.stage1.choices.ori.block"),
+    ],
+)
+def test_the_mutations_the_fuzz_found_are_one_space_error_naming_the_key(path, value, key):
+    mutated = _mutate(SHIPPED["placements"], path, "replace", value, "")
+    with pytest.raises(SpaceError, match=re.escape(key)):
+        load_space(str(_write(yaml.safe_dump(mutated, sort_keys=False))))
