@@ -29,6 +29,7 @@ __all__ = [
     "builtin_sizes",
     "check_dataset",
     "dataset_fingerprint",
+    "labels_fingerprint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -404,6 +405,23 @@ def check_dataset(data: str | Path, expected_names: list[str] | dict | None = No
     return out
 
 
+def _label_files(checked: dict[str, Any]):
+    """(split, folder, label file) for every label of every split a checked dataset names, in a fixed order;
+    a split given as an image list file yields (split, list file, None)."""
+    root = Path(checked["path"])
+    for key in ("train", "val", "test"):
+        values = checked.get(key) or []
+        for value in values if isinstance(values, list) else [values]:
+            folder = _resolve_split(root, str(value))
+            if folder.suffix == ".txt" and folder.is_file():
+                yield key, folder, None
+                continue
+            labels = _label_dir(folder)
+            if labels.is_dir():
+                for label in sorted(p for p in labels.rglob("*.txt") if p.is_file()):
+                    yield key, folder, (labels, label)
+
+
 def dataset_fingerprint(data: str | Path) -> str:
     """16 hex chars identifying a dataset's content: its yaml and the list of its label files.
 
@@ -416,20 +434,33 @@ def dataset_fingerprint(data: str | Path) -> str:
     """
     import hashlib
 
-    checked = check_dataset(data)
     digest = hashlib.sha256(Path(data).expanduser().read_bytes())
-    root = Path(checked["path"])
-    for key in ("train", "val", "test"):
-        values = checked.get(key) or []
-        for value in values if isinstance(values, list) else [values]:
-            folder = _resolve_split(root, str(value))
+    last = None
+    for key, folder, label in _label_files(check_dataset(data)):
+        if (key, folder) != last:
             digest.update(f"\0{key}\0{folder}\0".encode())
-            if folder.suffix == ".txt" and folder.is_file():
-                digest.update(folder.read_bytes())
-                continue
-            labels = _label_dir(folder)
-            if not labels.is_dir():
-                continue
-            for label in sorted(p for p in labels.rglob("*.txt") if p.is_file()):
-                digest.update(f"{label.relative_to(labels)}:{label.stat().st_size}\n".encode())
+            last = (key, folder)
+        if label is None:
+            digest.update(folder.read_bytes())
+        else:
+            digest.update(f"{label[1].relative_to(label[0])}:{label[1].stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def labels_fingerprint(data: str | Path) -> str:
+    """16 hex chars over what a dataset's labels say, wherever it lies: each split's label files by their
+    path relative to their labels folder and their content (no absolute path, no yaml bytes), so the same
+    dataset generated on two machines has one fingerprint.
+
+    Raises:
+        DataError: the dataset yaml is invalid (see :func:`check_dataset`).
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, folder, label in _label_files(check_dataset(data)):
+        if label is None:
+            digest.update(f"\0{key}\0".encode() + folder.read_bytes())
+        else:
+            digest.update(f"\0{key}\0{label[1].relative_to(label[0])}\0".encode() + label[1].read_bytes())
     return digest.hexdigest()[:16]

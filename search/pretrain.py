@@ -13,6 +13,12 @@ remains shared is that those layers were trained beside the base's blocks at the
 The checkpoint is trained once per setup (base architecture, budget, dataset, code version) and kept in
 the cache (``RTDETR_SEARCH_CACHE``, else ~/.cache/rtdetr-ghost-search), beside the built-in dataset; a
 sweep copies it into its storage, which its trials read (shared on a cluster) and a resume finds again.
+
+On the built-in data the service ships the checkpoint (``spaces/warm_starts/``, made by ``python -m
+search.pretrain``): a fresh clone does not spend its first minutes pretraining, and every machine starts
+from the same weights (a checkpoint trained on another CPU or thread count differs in its bits, and every
+trial fine-tuned from it differs too). It is used when its recipe (base, budget's training settings, seed,
+the built-in data's labels) matches; the code it was trained by is recorded beside it, not checked.
 """
 
 from __future__ import annotations
@@ -38,11 +44,16 @@ __all__ = [
     "kept_checkpoint",
     "pretrain_key",
     "pretrained_base",
+    "ship",
+    "shipped_checkpoint",
+    "shipped_key",
     "with_pretrain",
 ]
 
 PRETRAIN_SEED = 1000  # apart from the trials' seeds (0, 1, ...): the checkpoint is not one of their runs
 _CHECKPOINT = "last.pt"
+# checkpoints the service ships, so a fresh clone on any machine starts from the same weights, untrained
+SHIPPED = Path(__file__).resolve().parents[1] / "spaces" / "warm_starts"
 
 
 def fresh_layers(space: Space, budget: Budget) -> tuple[int, ...]:
@@ -64,28 +75,57 @@ def _base_yaml(space: Space, budget: Budget) -> dict:
     return materialize(space, {s.name: s.default for s in space.sites}, budget=budget)[0]
 
 
-def pretrain_key(space: Space, budget: Budget, data: str | None, seed: int = PRETRAIN_SEED) -> str:
-    """16 hex chars naming the checkpoint a budget's warm start needs: what it was trained from and how.
-
-    The trial's own epochs, patience and warm-start path do not enter: they do not change the checkpoint.
-    """
-    from .data import builtin_dataset, dataset_fingerprint
+def _recipe(space: Space, budget: Budget, seed: int) -> dict:
+    """What a checkpoint is trained from and how, apart from the data and the code: the base architecture,
+    the budget's training settings and the seed. The trial's own epochs, patience and warm-start path do not
+    enter: they do not change the checkpoint."""
     from .materialize import arch_hash
-    from .provenance import code_version
 
     training = {
         k: v
         for k, v in dataclasses.asdict(budget).items()
         if k not in ("name", "epochs", "patience", "weights")
     }
-    values = {
-        "base": arch_hash(_base_yaml(space, budget)),
-        "budget": training,
-        "data": dataset_fingerprint(data or builtin_dataset()),
-        "seed": seed,
-        "code": code_version(),
-    }
+    return {"base": arch_hash(_base_yaml(space, budget)), "budget": training, "seed": seed}
+
+
+def _digest(values: dict) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def pretrain_key(space: Space, budget: Budget, data: str | None, seed: int = PRETRAIN_SEED) -> str:
+    """16 hex chars naming the checkpoint a budget's warm start needs: what it was trained from and how,
+    on which data, by which code."""
+    from .data import builtin_dataset, dataset_fingerprint
+    from .provenance import code_version
+
+    return _digest(
+        {
+            **_recipe(space, budget, seed),
+            "data": dataset_fingerprint(data or builtin_dataset()),
+            "code": code_version(),
+        }
+    )
+
+
+def shipped_key(space: Space, budget: Budget, data: str | None, seed: int = PRETRAIN_SEED) -> str | None:
+    """16 hex chars naming a checkpoint the service may ship for this warm start, or None: only a start on
+    the built-in data can be shipped. The key holds the recipe and what the built-in data's labels say,
+    not paths or the code version, so a fresh clone on any machine finds it."""
+    if data is not None:
+        return None
+    from .data import builtin_dataset, labels_fingerprint
+
+    return _digest({**_recipe(space, budget, seed), "builtin_data": labels_fingerprint(builtin_dataset())})
+
+
+def shipped_checkpoint(
+    space: Space, budget: Budget, data: str | None, seed: int = PRETRAIN_SEED
+) -> Path | None:
+    """The shipped checkpoint for this warm start (``spaces/warm_starts/<key>.pt``), or None when there is none."""
+    key = shipped_key(space, budget, data, seed)
+    path = SHIPPED / f"{key}.pt" if key else None
+    return path if path is not None and path.is_file() else None
 
 
 def pretrained_base(
@@ -107,6 +147,17 @@ def pretrained_base(
     root = cache_root()
     final = root / key / _CHECKPOINT
     if final.exists():
+        return final
+    shipped = shipped_checkpoint(space, budget, data, seed)
+    if shipped is not None:
+        meta = json.loads(shipped.with_suffix(".json").read_text())
+        _place(shipped, final)
+        (final.parent / "pretrain.json").write_text(json.dumps({**meta, "shipped": str(shipped)}, indent=2))
+        say(
+            f"the base pretrained {budget.pretrain} epochs, seed {seed}: the shipped checkpoint {shipped.name}"
+            f" (mAP50-95 {meta['map50_95']:.3f} on {meta['scored_split']}; trained at {meta.get('commit', '?')} on"
+            f" {meta['machine']['cpu_count']} x {meta['machine']['cpu_model']}), not trained again"
+        )
         return final
     say(
         f"pretraining the base for the warm start: {budget.pretrain} epochs, seed {seed} (once; kept as {final})"
@@ -229,3 +280,70 @@ def with_pretrain(
     if not kept.exists():
         _place(pretrained_base(space, budget, data, say, seed), kept)
     return dataclasses.replace(budget, weights=str(kept))
+
+
+def ship(space: Space, budget: Budget, say: Callable[[str], None] = print, seed: int = PRETRAIN_SEED) -> Path:
+    """Put ``budget``'s pretrained base on the built-in data (from the cache, else trained now) among the
+    shipped checkpoints, with what it came from (``<key>.json``: its pretrain.json, the commit, the recipe)."""
+    import subprocess
+
+    checkpoint = pretrained_base(space, budget, None, say, seed)
+    meta = json.loads((checkpoint.parent / "pretrain.json").read_text())
+    if meta.get("shipped"):
+        raise ValueError(f"{checkpoint} is itself a shipped checkpoint; empty the cache to train one")
+    git = ["git", "-C", str(SHIPPED.parent)]
+    commit = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    changed = subprocess.run(
+        [*git, "status", "--porcelain", "--", "search", "ghost_blocks"], capture_output=True, text=True
+    )
+    if changed.stdout.strip():
+        commit += " with uncommitted changes"
+    key = shipped_key(space, budget, None, seed)
+    SHIPPED.mkdir(parents=True, exist_ok=True)
+    target = SHIPPED / f"{key}.pt"
+    _place(checkpoint, target)
+    keep = ("seed", "sha256", "machine", "map50_95", "scored_split", "epochs_done", "threads", "train_s")
+    target.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                **{k: meta[k] for k in keep if k in meta},
+                "commit": commit,
+                "recipe": _recipe(space, budget, seed),
+            },
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
+    say(f"shipped {target} ({target.stat().st_size / 1e6:.1f} MB): commit it with its .json")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m search.pretrain --space NAME --budget NAME``: pretrain a budget's base on the built-in data
+    (or take it from the cache) and ship it under ``spaces/warm_starts/``."""
+    import argparse
+
+    from .space import SpaceError, load_space
+    from .ultra import setup
+
+    parser = argparse.ArgumentParser(prog="python -m search.pretrain", description=main.__doc__)
+    parser.add_argument("--space", default="placements")
+    parser.add_argument("--budget", default="cpu")
+    args = parser.parse_args(argv)
+    try:
+        space = load_space(args.space)
+    except SpaceError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    budget = space.budgets.get(args.budget)
+    if budget is None or not budget.pretrain:
+        parser.exit(2, f"error: --budget {args.budget}: not a budget of {args.space} with a pretrain\n")
+    setup()
+    ship(space, budget)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -201,3 +201,79 @@ def test_a_sweep_copies_the_cached_pretrained_base_into_its_storage_and_trains_f
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert bad.returncode == 2 and "--pretrain must be >= 0" in bad.stderr
+
+
+def test_a_shipped_checkpoint_is_the_warm_start_of_a_fresh_cache_and_only_for_its_recipe(
+    fair, tmp_path, monkeypatch
+):
+    """A fresh clone on another machine (an empty cache) starts from the shipped weights, untrained."""
+    import hashlib
+
+    from search import pretrain
+    from search.space import load_space
+
+    space_file, cache, _ = fair
+    space = load_space(str(space_file))
+    cpu = space.budgets["cpu"]
+    monkeypatch.setattr(pretrain, "SHIPPED", tmp_path / "shipped")
+    monkeypatch.setenv("RTDETR_SEARCH_CACHE", str(cache))
+    said: list[str] = []
+    shipped = pretrain.ship(space, cpu, said.append)  # the cached checkpoint: nothing trained
+    assert not any("pretraining the base" in line for line in said), said
+    meta = json.loads(shipped.with_suffix(".json").read_text())
+    assert meta["sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()
+    assert meta["machine"]["cpu_count"] and meta["recipe"]["seed"] == pretrain.PRETRAIN_SEED
+    assert meta["recipe"]["budget"]["pretrain"] == 2 and "commit" in meta
+
+    monkeypatch.setenv("RTDETR_SEARCH_CACHE", str(tmp_path / "fresh"))  # the data lands elsewhere too
+    said.clear()
+    got = pretrain.pretrained_base(space, cpu, None, said.append)
+    assert got.read_bytes() == shipped.read_bytes()
+    assert said and "the shipped checkpoint" in said[0] and "not trained again" in said[0], said
+    assert not any("pretraining the base" in line for line in said)
+    assert json.loads((got.parent / "pretrain.json").read_text())["shipped"] == str(shipped)
+    with pytest.raises(ValueError, match="itself a shipped checkpoint"):
+        pretrain.ship(space, cpu, said.append)  # a copy is not shipped again as if trained here
+
+    # another recipe is never served it: another seed, other data, another training setting
+    assert pretrain.shipped_checkpoint(space, cpu, None, seed=pretrain.PRETRAIN_SEED + 1) is None
+    assert pretrain.shipped_key(space, cpu, str(space_file)) is None
+    assert pretrain.shipped_checkpoint(space, dataclasses.replace(cpu, batch=cpu.batch * 2), None) is None
+    # the trial's own length does not change the checkpoint it starts from
+    assert pretrain.shipped_checkpoint(space, dataclasses.replace(cpu, epochs=9), None) == shipped
+
+
+def test_every_shipped_space_finds_its_warm_start_shipped(monkeypatch):
+    """The shipped spaces' budgets with a pretrain start from a checkpoint in spaces/warm_starts/ on the
+    built-in data at its default size: one that loads safely, fills the base and is the file its json names.
+    Changing such a budget, the base or the built-in data without shipping a new checkpoint fails here."""
+    import hashlib
+
+    from ultralytics.nn.tasks import RTDETRDetectionModel
+
+    from search import pretrain
+    from search.checkpoint import check_weights
+    from search.data import CLASS_NAMES
+    from search.space import list_spaces, load_space
+
+    monkeypatch.delenv("RTDETR_SEARCH_SHAPES")  # the default built-in data a user's sweep trains on
+    found = set()
+    for name in list_spaces():
+        space = load_space(name)
+        for budget in space.budgets.values():
+            if not budget.pretrain:
+                continue
+            path = pretrain.shipped_checkpoint(space, budget, None)
+            assert path is not None, f"{name}: budget {budget.name} has no shipped warm start"
+            meta = json.loads(path.with_suffix(".json").read_text())
+            assert meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+            assert meta["recipe"]["seed"] == pretrain.PRETRAIN_SEED
+            if path not in found:
+                found.add(path)
+                yaml = pretrain._base_yaml(space, budget)  # noqa: SLF001
+                base = RTDETRDetectionModel(yaml, nc=len(CLASS_NAMES), verbose=False)  # the built-in data's
+                line = check_weights(path, base)
+                total = len(base.state_dict())
+                assert f": {total} of the base's {total} tensors match" in line, line
+    assert found
+    assert {p.name for p in pretrain.SHIPPED.glob("*.pt")} == {p.name for p in found}  # none left over
