@@ -71,7 +71,7 @@ from ultralytics import RTDETR
 from search.data import CLASS_NAMES
 from search.materialize import materialize
 from search.space import load_space
-from search.trial import with_classes
+from search.training import with_classes
 import yaml, pathlib
 space = load_space("modes")
 base = with_classes(materialize(space, {"stage3": "keep"})[0], len(CLASS_NAMES))

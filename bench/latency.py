@@ -84,7 +84,7 @@ def build(point: str, proxy: bool) -> tuple[nn.Module, nn.Module, int]:
     from search.data import CLASS_NAMES
     from search.materialize import materialize
     from search.space import load_space
-    from search.trial import with_classes
+    from search.training import with_classes
 
     space = load_space("modes")
     budget = space.budgets["cpu"] if proxy else None

@@ -5,7 +5,7 @@ Run: ``.venv/bin/python bench/learnability.py [--space placements] [--params JSO
 [--time-limit 300] [--out DIR] [--keep]``
 
 It trains one point of a space (default: the base, every site ``keep``) exactly as a sweep trial
-does (``search.trial.run_trial`` with the budget's epochs, imgsz, batch, fraction, lr0, patience,
+does (``search.training.run_trial`` with the budget's epochs, imgsz, batch, fraction, lr0, patience,
 workers and train arguments, the proxy model the budget's width/depth/decoder keys give, the built-in synthetic
 shapes dataset, seed 0), and prints after training:
 
@@ -84,27 +84,23 @@ def main(argv: list[str] | None = None) -> int:
     from ultralytics.utils.callbacks.base import default_callbacks
 
     from search.materialize import materialize
+    from search.recipe import resolve_budget, trial_spec
     from search.space import load_space, validate_params
-    from search.trial import TrialSpec, run_trial
+    from search.training import run_trial
 
     space = load_space(args.space)
     if args.budget not in space.budgets:
         raise SystemExit(f"space {space.name} has budgets {', '.join(space.budgets)}, not {args.budget!r}")
     overrides = json.loads(args.set)
     overrides.update({k: getattr(args, k) for k in ("epochs", "imgsz", "batch") if getattr(args, k)})
-    budget = dataclasses.replace(space.budgets[args.budget], **overrides)
+    budget = resolve_budget(space, args.budget, overrides)
     params = validate_params(space, json.loads(args.params))
-    model_yaml, h = materialize(space, params, budget=budget)
+    h = materialize(space, params, budget=budget)[1]
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="learnability-"))
-    spec = TrialSpec.from_budget(
-        model_yaml,
-        budget,
-        out.resolve(),
-        device=args.device,
-        seed=args.seed,
-        train_args=json.loads(args.train_args),
-    )
+    spec = trial_spec(  # the sweep's recipe for this point
+        space, params, budget, out=out, seed=args.seed, device=args.device, train_args=json.loads(args.train_args)
+    )  # fmt: skip
     changed = {s.name: params[s.name] for s in space.sites if params[s.name] != s.default}
     print(f"space {space.name}  point {json.dumps(changed) if changed else 'base (all keep)'}  arch {h}")
     print(f"budget {json.dumps({k: v for k, v in dataclasses.asdict(budget).items() if v is not None})}")

@@ -5,7 +5,7 @@ Run: ``.venv/bin/python bench/noise.py [--space placements] [--budget cpu] [--se
 
 It trains the space's unmodified base (every site ``keep``) once per seed (``--first-seed`` to
 ``--first-seed + --seeds - 1``; a second run with ``--first-seed 10`` adds ten new seeds to a first
-run's) with ``search.trial.run_trial``, as a sweep trial does: the budget's proxy model and training
+run's) with ``search.training.run_trial``, as a sweep trial does: the budget's proxy model and training
 arguments, the built-in shapes dataset, the budget's fair warm start (``pretrain``: the base pretrained
 once and cached, every site's layers fresh; ``--set '{"pretrain": 0}'`` measures the proxy from
 scratch), ``best.pt`` chosen on its val split and scored on its held-out
@@ -68,18 +68,14 @@ def train_seed(space_name: str, budget: dict, seed: int, out: str) -> dict:
 
     ultra.offline()
     torch.set_num_threads(1)
-    from search.materialize import materialize
-    from search.pretrain import fresh_layers
+    from search.recipe import trial_spec
     from search.space import Budget, load_space
-    from search.trial import TrialSpec, run_trial
+    from search.training import run_trial
 
     space = load_space(space_name)
     b = Budget(**budget)
-    base = {s.name: s.default for s in space.sites}
-    model_yaml = materialize(space, base, budget=b)[0]
-    spec = TrialSpec.from_budget(
-        model_yaml, b, Path(out) / f"seed{seed}", seed=seed, device="cpu", fresh_cost=True, threads=1,
-        reference_yaml=model_yaml, map_evaluator=space.map_evaluator, fresh_layers=fresh_layers(space, b),
+    spec = trial_spec(  # the sweep's recipe for the base
+        space, space.base_point, b, out=Path(out) / f"seed{seed}", seed=seed, device="cpu", fresh_cost=True, threads=1,
     )  # fmt: skip
     result = run_trial(spec)
     return {"seed": seed, "checkpoint": Path(b.weights or "").parent.name[:8] if b.weights else "-",

@@ -37,18 +37,20 @@ def main() -> int:
     import torch
 
     from search.checkpoint import load, tensors
-    from search.materialize import materialize
     from search.pretrain import PRETRAIN_SEED
+    from search.recipe import trial_spec
     from search.space import load_space
-    from search.trial import TrialSpec, run_trial
+    from search.training import run_trial
 
     space = load_space(args.space)
     budget = dataclasses.replace(space.budgets[args.budget], epochs=args.epochs, pretrain=None, weights=None)
-    model_yaml = materialize(space, {s.name: s.default for s in space.sites}, budget=budget)[0]
     out = Path(tempfile.mkdtemp(prefix="threads-"))
     runs = []
     for k, threads in enumerate(args.threads):
-        spec = TrialSpec.from_budget(model_yaml, budget, out / f"run{k}", seed=PRETRAIN_SEED, threads=threads)
+        spec = trial_spec(  # as the pretraining trains the base
+            space, space.base_point, budget, out=out / f"run{k}", seed=PRETRAIN_SEED, threads=threads,
+            deployed=False, timed_against_base=False,
+        )  # fmt: skip
         result = run_trial(spec)
         runs.append((threads, tensors(load(result["last"])), result))
         print(

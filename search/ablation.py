@@ -101,7 +101,7 @@ def ablation_table(rows: list[dict], space: Space, noise: Mapping[str, tuple[flo
     return [entry for _, entry in sorted(table, key=lambda t: t[0])]
 
 
-def interval_text(mean: float, low: float, high: float, digits: int = 3, unit: str = "") -> str:
+def _delta_text(mean: float, low: float, high: float, *, digits: int = 3, unit: str = "") -> str:
     """``+0.012 [-0.030, +0.054]``; the interval left out when it is unknown."""
     text = f"{mean:+.{digits}f}{unit}"
     if math.isnan(low) or math.isnan(high):
@@ -118,13 +118,17 @@ def ablation_cells(entry: Mapping) -> dict[str, str]:
     return {
         "change": entry["change"] + (f" ({entry['label']})" if entry.get("label") else ""),
         "seeds": f"{entry['n_seeds']} vs {entry['base_seeds']}" + (" paired" if entry.get("paired") else ""),
-        "d_map50_95 [95%]": interval_text(
+        "d_map50_95 [95%]": _delta_text(
             entry["d_map50_95"], entry["d_map50_95_low"], entry["d_map50_95_high"]
         ),
         "beyond noise": entry["beyond_noise"],
-        "d_map50 [95%]": interval_text(entry["d_map50"], entry["d_map50_low"], entry["d_map50_high"]),
-        "d_latency [95%]": interval_text(
-            entry["d_latency_pct"], entry["d_latency_pct_low"], entry["d_latency_pct_high"], 1, "%"
+        "d_map50 [95%]": _delta_text(entry["d_map50"], entry["d_map50_low"], entry["d_map50_high"]),
+        "d_latency [95%]": _delta_text(
+            entry["d_latency_pct"],
+            entry["d_latency_pct_low"],
+            entry["d_latency_pct_high"],
+            digits=1,
+            unit="%",
         ),
         "latency beyond noise": entry["latency_beyond_noise"],
         "d_gflops": f"{entry['d_gflops_pct']:+.1f}%",

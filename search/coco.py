@@ -16,7 +16,7 @@ from pathlib import Path
 
 import cv2
 
-from .data import IMG_FORMATS, _label_dir, check_dataset
+from .data import IMG_FORMATS, check_dataset, label_dir
 
 __all__ = ["coco_map", "evaluate", "ground_truth", "split_images"]
 
@@ -53,7 +53,7 @@ def ground_truth(images: list[Path], nc: int) -> tuple[dict, dict[str, int]]:
         h, w = cv2.imread(str(image), cv2.IMREAD_UNCHANGED).shape[:2]
         ids[image.stem] = k
         gt["images"].append({"id": k, "width": w, "height": h, "file_name": image.name})
-        label = _label_dir(image.parent) / f"{image.stem}.txt"
+        label = label_dir(image.parent) / f"{image.stem}.txt"
         lines = label.read_text().splitlines() if label.is_file() else []
         for line in lines:
             if not line.strip():
@@ -95,7 +95,7 @@ def evaluate(gt: dict, detections: list[dict], backend: str = "faster-coco-eval"
     return {"map50_95_coco": float(run.stats[0]), "map50_coco": float(run.stats[1])}
 
 
-def coco_map(predictions: list[dict], data: str | Path, split: str, nc: int) -> dict[str, float]:
+def coco_map(predictions: list[dict], data: str | Path, split: str, *, nc: int) -> dict[str, float]:
     """The COCO-protocol mAPs of Ultralytics' predictions json (``image_id`` = the image's stem) on one split."""
     gt, ids = ground_truth(split_images(data, split), nc)
     ids.update(

@@ -121,7 +121,9 @@ def architecture_cost(model_yaml: dict) -> dict[str, float]:
     return result
 
 
-def base_alone(deployed: nn.Module, imgsz: int, device: torch.device, precision: str | None = None) -> dict:
+def base_alone(
+    deployed: nn.Module, imgsz: int, device: torch.device, *, precision: str | None = None
+) -> dict:
     """The base's latency timed alone, with nothing else running: median, p90 and IQR, and the device.
 
     Trials time themselves while others train beside them, which moves an absolute median by 30 % or
@@ -308,7 +310,7 @@ def _spread(values: list[float], name: str) -> dict[str, float]:
     }
 
 
-def _cache_file(arch_hash: str, device: str, imgsz: int, precision: str) -> Path:
+def _cache_file(arch_hash: str, device: str, imgsz: int, *, precision: str) -> Path:
     # code_version covers the blocks' code, the cost code and the torch and Ultralytics versions
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in device)
     return cache_dir() / "cost" / f"{arch_hash}-{safe}-{imgsz}-{precision}-{code_version()}.json"
@@ -373,7 +375,7 @@ def measure_cost(
     device = torch.device(device)
     plan = timing_plan(device, precision)
     name = device_name(device)
-    cache = _cache_file(arch_hash, name, latency_imgsz, plan["precision"])
+    cache = _cache_file(arch_hash, name, latency_imgsz, precision=plan["precision"])
     if use_cache and reference is None and cache.exists():
         with contextlib.suppress(ValueError, OSError):
             return {**json.loads(cache.read_text()), "cost_cached": True}

@@ -29,6 +29,7 @@ __all__ = [
     "builtin_sizes",
     "check_dataset",
     "dataset_fingerprint",
+    "label_dir",
     "labels_fingerprint",
 ]
 
@@ -91,7 +92,7 @@ def _object_colour(rng: np.random.Generator, cls: int) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
 
 
-def _shape_mask(rng: np.random.Generator, cls: int, imgsz: int, x0: int, y0: int, side: int) -> np.ndarray:
+def _shape_mask(rng: np.random.Generator, cls: int, imgsz: int, *, x0: int, y0: int, side: int) -> np.ndarray:
     """Binary mask of one shape drawn inside the square [x0, x0+side) x [y0, y0+side)."""
     mask = np.zeros((imgsz, imgsz), np.uint8)
     c = np.array([x0 + side / 2, y0 + side / 2])
@@ -109,7 +110,7 @@ def _shape_mask(rng: np.random.Generator, cls: int, imgsz: int, x0: int, y0: int
     return mask
 
 
-def _render(seed: int, split: str, index: int, imgsz: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def _render(seed: int, split: str, index: int, *, imgsz: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Render one image and its objects.
 
     Returns:
@@ -135,7 +136,7 @@ def _render(seed: int, split: str, index: int, imgsz: int) -> tuple[np.ndarray, 
         else:
             continue
         cells.append((x0, y0, side))
-        mask = _shape_mask(rng, cls, imgsz, x0, y0, side).astype(bool)
+        mask = _shape_mask(rng, cls, imgsz, x0=x0, y0=y0, side=side).astype(bool)
         colour = _object_colour(rng, cls)
         img[mask] = colour
         ys, xs = np.nonzero(mask)
@@ -147,14 +148,14 @@ def _render(seed: int, split: str, index: int, imgsz: int) -> tuple[np.ndarray, 
     return np.clip(np.round(img), 0, 255).astype(np.uint8), objects
 
 
-def _write_dataset(out: Path, final: Path, seed: int, counts: dict[str, int], imgsz: int) -> None:
+def _write_dataset(out: Path, final: Path, seed: int, *, counts: dict[str, int], imgsz: int) -> None:
     for split, n in counts.items():
         if not n:
             continue
         (out / "images" / split).mkdir(parents=True)
         (out / "labels" / split).mkdir(parents=True)
         for i in range(n):
-            img, objects = _render(seed, split, i, imgsz)
+            img, objects = _render(seed, split, i, imgsz=imgsz)
             stem = f"{split}_{i:05d}"
             if not cv2.imwrite(str(out / "images" / split / f"{stem}.png"), img):
                 raise OSError(f"could not write {out / 'images' / split / stem}.png")
@@ -249,7 +250,7 @@ def builtin_dataset(
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=base))
     try:
         logger.info("generating built-in dataset %s", final)
-        _write_dataset(tmp, final, seed, {"train": n_train, "val": n_val, "test": n_test}, imgsz)
+        _write_dataset(tmp, final, seed, counts={"train": n_train, "val": n_val, "test": n_test}, imgsz=imgsz)
         (tmp / _MARKER).write_text("ok\n")  # written last: its presence means the folder is whole
         if final.exists() and not (final / _MARKER).is_file():
             logger.warning("discarding incomplete dataset folder %s", final)
@@ -314,7 +315,7 @@ def _resolve_split(root: Path, value: str) -> Path:
     return x
 
 
-def _label_dir(image_dir: Path) -> Path:
+def label_dir(image_dir: Path) -> Path:
     """The labels folder Ultralytics pairs with an image folder (last ``/images/`` -> ``/labels/``)."""
     probe = str(image_dir / "x.png")
     sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
@@ -331,7 +332,7 @@ def _check_folder(folder: Path, key: str, where: str) -> None:
     if not any(p.is_file() and p.suffix[1:].lower() in IMG_FORMATS for p in folder.rglob("*")):
         kinds = ", ".join(sorted(IMG_FORMATS))
         raise DataError(f"{where}: '{key}' folder {folder} contains no images ({kinds})")
-    labels = _label_dir(folder)
+    labels = label_dir(folder)
     if not labels.is_dir():
         raise DataError(f"{where}: '{key}' labels folder {labels} does not exist (expected next to {folder})")
 
@@ -416,7 +417,7 @@ def _label_files(checked: dict[str, Any]):
             if folder.suffix == ".txt" and folder.is_file():
                 yield key, folder, None
                 continue
-            labels = _label_dir(folder)
+            labels = label_dir(folder)
             if labels.is_dir():
                 for label in sorted(p for p in labels.rglob("*.txt") if p.is_file()):
                     yield key, folder, (labels, label)

@@ -53,7 +53,7 @@ def _observations(rows: list[dict], metric: str) -> list[tuple[dict, float]]:
 
 
 def site_effects(
-    rows: list[dict], space: Space, metric: str, noise: tuple[float, int] | None = None
+    rows: list[dict], space: Space, metric: str, *, noise: tuple[float, int] | None = None
 ) -> list[Effect]:
     """Every non-keep choice's additive effect on ``metric``, in the space's site and choice order.
 
@@ -95,11 +95,11 @@ def site_effects(
 
 
 def effects_by_choice(
-    rows: list[dict], space: Space, metrics: list[str], noise: Mapping[str, tuple[float, int]]
+    rows: list[dict], space: Space, metrics: list[str], *, noise: Mapping[str, tuple[float, int]]
 ) -> dict[tuple[str, str], dict[str, Effect]]:
     """:func:`site_effects` for several metrics, keyed by ``(site, choice)`` then metric."""
     out: dict[tuple[str, str], dict[str, Effect]] = {}
     for metric in metrics:
-        for e in site_effects(rows, space, metric, noise.get(metric)):
+        for e in site_effects(rows, space, metric, noise=noise.get(metric)):
             out.setdefault((e.site, e.choice), {})[metric] = e
     return out

@@ -22,6 +22,29 @@ import numpy as np
 from .records import choices_text
 from .stats import margin, seeds_to_separate
 
+__all__ = [
+    "MAXIMIZE",
+    "MINIMIZE",
+    "Noise",
+    "Objective",
+    "STEADIER",
+    "close_groups",
+    "comparable_groups",
+    "default_reference",
+    "dominates",
+    "fmt",
+    "format_table",
+    "frontier_notes",
+    "frontier_table",
+    "hypervolume",
+    "hypervolume_box",
+    "hypervolume_curve",
+    "noisy_dominates",
+    "non_dominated_sort",
+    "pareto_front",
+    "within_noise",
+]
+
 MAXIMIZE = "maximize"
 MINIMIZE = "minimize"
 _DIRECTIONS = (MAXIMIZE, MINIMIZE)
@@ -295,7 +318,7 @@ def _seeds(row: Mapping[str, Any]) -> int:
 STEADIER = {"latency_ms": "latency_ratio"}
 
 
-def _compared_metric(a: Mapping[str, Any], b: Mapping[str, Any], metric: str, noise: Noise) -> str:
+def _compared_metric(a: Mapping[str, Any], b: Mapping[str, Any], metric: str, *, noise: Noise) -> str:
     """The metric through which rows ``a`` and ``b`` are compared for ``metric`` (see :data:`STEADIER`)."""
     steady = STEADIER.get(metric)
     if steady and steady in noise and _finite(a.get(steady)) and _finite(b.get(steady)):
@@ -303,14 +326,14 @@ def _compared_metric(a: Mapping[str, Any], b: Mapping[str, Any], metric: str, no
     return metric
 
 
-def _gap(a: Mapping[str, Any], b: Mapping[str, Any], metric: str, noise: Noise) -> tuple[float, float]:
+def _gap(a: Mapping[str, Any], b: Mapping[str, Any], metric: str, *, noise: Noise) -> tuple[float, float]:
     """``b - a`` for ``metric`` (through its steadier stand-in, if any) and the noise margin it must pass."""
-    metric = _compared_metric(a, b, metric, noise)
+    metric = _compared_metric(a, b, metric, noise=noise)
     return float(b[metric]) - float(a[metric]), margin(noise.get(metric), _seeds(a), _seeds(b))
 
 
 def noisy_dominates(
-    a: Mapping[str, Any], b: Mapping[str, Any], objectives: Sequence[Objective], noise: Noise
+    a: Mapping[str, Any], b: Mapping[str, Any], objectives: Sequence[Objective], *, noise: Noise
 ) -> bool:
     """True when row ``a`` beats row ``b`` beyond noise: never worse by more than the noise on any
     objective, and better by more than it on at least one (a row's values are means over its
@@ -318,7 +341,7 @@ def noisy_dominates(
     its interleaved ratio to the base where both rows have one, see :data:`STEADIER`)."""
     better = False
     for o in objectives:
-        diff, m = _gap(a, b, o.metric, noise)
+        diff, m = _gap(a, b, o.metric, noise=noise)
         gain = o.sign * diff  # > 0: a is better
         if gain < -m:
             return False
@@ -327,9 +350,9 @@ def noisy_dominates(
     return better
 
 
-def within_noise(a: Mapping[str, Any], b: Mapping[str, Any], metric: str, noise: Noise) -> bool:
+def within_noise(a: Mapping[str, Any], b: Mapping[str, Any], metric: str, *, noise: Noise) -> bool:
     """True when two rows' values of ``metric`` differ by no more than the noise (a latency: see :data:`STEADIER`)."""
-    diff, m = _gap(a, b, metric, noise)
+    diff, m = _gap(a, b, metric, noise=noise)
     return abs(diff) <= m
 
 
@@ -341,7 +364,9 @@ def close_groups(front: list[dict], metrics: Sequence[str], noise: Noise) -> lis
     """
     groups: list[list[dict]] = []
     for row in front:
-        linked = [g for g in groups if any(all(within_noise(row, o, m, noise) for m in metrics) for o in g)]
+        linked = [
+            g for g in groups if any(all(within_noise(row, o, m, noise=noise) for m in metrics) for o in g)
+        ]
         merged = [row] + [r for g in linked for r in g]
         groups = [g for g in groups if not any(g is x for x in linked)] + [merged]
     order = {id(r): k for k, r in enumerate(front)}
@@ -356,7 +381,7 @@ def _frontier(rows: list[dict], objectives: list[Objective], noise: Noise | None
     if noise is not None:
         survivors = [
             i for i, (row, _) in enumerate(kept)
-            if not any(noisy_dominates(other, row, objectives, noise) for other, _ in kept if other is not row)
+            if not any(noisy_dominates(other, row, objectives, noise=noise) for other, _ in kept if other is not row)
         ]  # fmt: skip
         front = survivors or front  # a dominance cycle within noise leaves no survivor: the exact front
     signs = [o.sign for o in objectives]

@@ -93,7 +93,7 @@ def _ghost_args(m: str, args: list) -> list:
     return [args[0], 3, 1]  # RepC3, RepNCSPELAN4: their inner convolutions are 3x3
 
 
-def choice_layer(choice, layers: list, index: int, channels: list[int | None]) -> list:
+def choice_layer(choice, layers: list, index: int, *, channels: list[int | None]) -> list:
     """The yaml layer ``[from, repeats, module, args]`` that ``choice`` puts at or after ``layers[index]``.
 
     Args:

@@ -43,7 +43,7 @@ _REPEAT_ARGS = {"ResNetLayer": 4, "RepNCSPELAN4": 3, "RepNCSPELAN4GhostV3": 3}
 _DECODER_DEFAULTS = (256, 300, 4, 8, 6, 1024, 0.0, None, -1, 100)
 
 
-def _remap(f: int | list, old_i: int, new_i: int, out: list[int]) -> int | list:
+def _remap(f: int | list, old_i: int, new_i: int, *, out: list[int]) -> int | list:
     """Point ``from`` of old layer ``old_i`` (now at ``new_i``) at each producer's output."""
 
     def one(x: int) -> int:
@@ -119,7 +119,7 @@ def _fit_channels(model: dict) -> None:
 
 
 def materialize(
-    space: Space, params: dict[str, str], base: dict | None = None, budget: Budget | None = None
+    space: Space, params: dict[str, str], base: dict | None = None, *, budget: Budget | None = None
 ) -> tuple[dict, str]:
     """Apply a space point to a base model yaml.
 
@@ -143,7 +143,7 @@ def materialize(
     for j, layer in enumerate(layers):
         f, n, m, args = copy.deepcopy(replaced.get(j, layer))
         dest = backbone if j < n_backbone else head
-        dest.append([_remap(f, j, start[j], out), n, m, args])
+        dest.append([_remap(f, j, start[j], out=out), n, m, args])
         dest.extend(copy.deepcopy(inserted.get(j, [])))
 
     new_lists = {"backbone": backbone, "head": head}
@@ -192,7 +192,7 @@ def _changes(
         if site.layer >= len(layers):
             raise SpaceError(f"{space.path}: {key}: layer {site.layer} is outside the given base model")
         try:
-            new = choice_layer(choice, layers, site.layer, channels)
+            new = choice_layer(choice, layers, site.layer, channels=channels)
         except ValueError as e:
             raise SpaceError(f"{space.path}: {key}: {e}") from None
         if choice.op == "replace":

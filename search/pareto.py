@@ -12,13 +12,17 @@ import sys
 
 from .cli import Parser, check_name, start, usage_error
 
+__all__ = [
+    "main",
+]
+
 
 def main(argv: list[str] | None = None) -> int:
     from .ablation import ablation_table, ablation_text
     from .frontier import frontier_table
     from .records import EXPERIMENT, Tag
+    from .results import frontier_text, noise_of, trial_rows
     from .space import SpaceError, load_space
-    from .sweep import frontier_text, noise_of, trial_rows
     from .tracking import SweepTracker, TrackingError, check_tracking, default_tracking_uri
 
     start()

@@ -46,7 +46,7 @@ def _finite(v: Any) -> bool:
 
 
 def build_panels(
-    rows: list[dict], objectives: list[Objective], noise=None, front: list[dict] | None = None
+    rows: list[dict], objectives: list[Objective], noise=None, *, front: list[dict] | None = None
 ) -> list[Panel]:
     """One panel per objective after the first, against the first; each marks the members of ``front``
     (default: :func:`search.frontier.frontier_table` of the rows over ``objectives`` with ``noise``)."""
@@ -94,7 +94,7 @@ def _axis_label(obj: Objective) -> str:
     return f"{obj.metric} ({'higher' if obj.direction == MAXIMIZE else 'lower'} is better)"
 
 
-def _write_png(panels: list[Panel], path: Path, highlight: Mapping[str, str], title: str) -> None:
+def _write_png(panels: list[Panel], path: Path, highlight: Mapping[str, str], *, title: str) -> None:
     from matplotlib.figure import Figure  # lazy: keeps importing this module cheap
 
     fig = Figure(figsize=(5.2 * len(panels), 4.4))
@@ -172,7 +172,7 @@ def svg_panel(panel: Panel, highlight: Mapping[str, str]) -> str:
         f"{html.escape(_axis_label(panel.y_obj))}</text>"
     )
 
-    def circle(x: float, y: float, row: dict, cls: str, r: float, extra: str = "") -> str:
+    def circle(x: float, y: float, row: dict, *, cls: str, r: float, extra: str = "") -> str:
         tip = html.escape(_tooltip(row))
         return (
             f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="{r}" class="{cls}"{extra}>'
@@ -190,13 +190,13 @@ def svg_panel(panel: Panel, highlight: Mapping[str, str]) -> str:
             out.append(
                 f'<line x1="{sx(x):.1f}" y1="{py[0]:.1f}" x2="{sx(x):.1f}" y2="{py[1]:.1f}" class="bar"/>'
             )
-    out.extend(circle(x, y, r, "pt", 3.5) for x, y, r in panel.points)
-    out.extend(circle(x, y, r, "front", 5) for x, y, r in panel.front)
+    out.extend(circle(x, y, r, cls="pt", r=3.5) for x, y, r in panel.points)
+    out.extend(circle(x, y, r, cls="front", r=5) for x, y, r in panel.front)
     for k, (label, text) in enumerate(highlight.items()):
         color = HIGHLIGHT_COLORS[k % len(HIGHLIGHT_COLORS)]
         for x, y, r in panel.points:
             if r.get("label") == label:
-                out.append(circle(x, y, r, "hl", 7, f' fill="{color}"'))
+                out.append(circle(x, y, r, cls="hl", r=7, extra=f' fill="{color}"'))
                 caption = html.escape(text)
                 out.append(f'<text x="{sx(x) + 9:.1f}" y="{sy(y) - 8:.1f}" class="tick">{caption}</text>')
     out.append("</svg>")
@@ -225,6 +225,7 @@ def _write_html(
     panels: list[Panel],
     front_rows: list[dict],
     objectives: list[Objective],
+    *,
     path: Path,
     highlight: Mapping[str, str],
     title: str,
@@ -258,8 +259,8 @@ def plot_frontier(
     rows: list[dict],
     objectives: list[Objective],
     path_png: str | os.PathLike[str],
-    path_html: str | os.PathLike[str],
     *,
+    path_html: str | os.PathLike[str],
     highlight: dict[str, str] | None = None,
     title: str = "",
     noise=None,
@@ -286,5 +287,5 @@ def plot_frontier(
     png, page = Path(path_png), Path(path_html)
     png.parent.mkdir(parents=True, exist_ok=True)
     page.parent.mkdir(parents=True, exist_ok=True)
-    _write_png(panels, png, highlight, title)
-    _write_html(panels, front, objectives, page, highlight, title)
+    _write_png(panels, png, highlight, title=title)
+    _write_html(panels, front, objectives, path=page, highlight=highlight, title=title)

@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from .recipe import base_model_yaml, fresh_layers, trial_spec
 from .space import Budget, Space
 from .ultra import cache_dir
 
@@ -56,23 +57,9 @@ _CHECKPOINT = "last.pt"
 SHIPPED = Path(__file__).resolve().parents[1] / "spaces" / "warm_starts"
 
 
-def fresh_layers(space: Space, budget: Budget) -> tuple[int, ...]:
-    """The base layers a trial of ``budget`` never loads from its warm start: under ``pretrain``, every
-    site's layer (replaced or inserted after, or kept); otherwise none (only what an architecture changes
-    stays fresh, as the names and shapes decide)."""
-    return tuple(sorted({s.layer for s in space.sites})) if budget.pretrain else ()
-
-
 def cache_root() -> Path:
     """Where pretrained checkpoints are cached: ``pretrain`` in the service's cache, beside the built-in data."""
     return cache_dir() / "pretrain"
-
-
-def _base_yaml(space: Space, budget: Budget) -> dict:
-    """The base model's yaml at ``budget``: every site keeps its layer (the space loader made sure each can)."""
-    from .materialize import materialize
-
-    return materialize(space, {s.name: s.default for s in space.sites}, budget=budget)[0]
 
 
 def _recipe(space: Space, budget: Budget, seed: int) -> dict:
@@ -86,14 +73,14 @@ def _recipe(space: Space, budget: Budget, seed: int) -> dict:
         for k, v in dataclasses.asdict(budget).items()
         if k not in ("name", "epochs", "patience", "weights")
     }
-    return {"base": arch_hash(_base_yaml(space, budget)), "budget": training, "seed": seed}
+    return {"base": arch_hash(base_model_yaml(space, budget)), "budget": training, "seed": seed}
 
 
 def _digest(values: dict) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def pretrain_key(space: Space, budget: Budget, data: str | None, seed: int = PRETRAIN_SEED) -> str:
+def pretrain_key(space: Space, budget: Budget, data: str | None, *, seed: int = PRETRAIN_SEED) -> str:
     """16 hex chars naming the checkpoint a budget's warm start needs: what it was trained from and how,
     on which data, by which code."""
     from .data import builtin_dataset, dataset_fingerprint
@@ -108,7 +95,7 @@ def pretrain_key(space: Space, budget: Budget, data: str | None, seed: int = PRE
     )
 
 
-def shipped_key(space: Space, budget: Budget, data: str | None, seed: int = PRETRAIN_SEED) -> str | None:
+def shipped_key(space: Space, budget: Budget, data: str | None, *, seed: int = PRETRAIN_SEED) -> str | None:
     """16 hex chars naming a checkpoint the service may ship for this warm start, or None: only a start on
     the built-in data can be shipped. The key holds the recipe and what the built-in data's labels say,
     not paths or the code version, so a fresh clone on any machine finds it."""
@@ -120,10 +107,10 @@ def shipped_key(space: Space, budget: Budget, data: str | None, seed: int = PRET
 
 
 def shipped_checkpoint(
-    space: Space, budget: Budget, data: str | None, seed: int = PRETRAIN_SEED
+    space: Space, budget: Budget, data: str | None, *, seed: int = PRETRAIN_SEED
 ) -> Path | None:
     """The shipped checkpoint for this warm start (``spaces/warm_starts/<key>.pt``), or None when there is none."""
-    key = shipped_key(space, budget, data, seed)
+    key = shipped_key(space, budget, data, seed=seed)
     path = SHIPPED / f"{key}.pt" if key else None
     return path if path is not None and path.is_file() else None
 
@@ -132,6 +119,7 @@ def pretrained_base(
     space: Space,
     budget: Budget,
     data: str | None,
+    *,
     say: Callable[[str], None] = print,
     seed: int = PRETRAIN_SEED,
 ) -> Path:
@@ -141,14 +129,14 @@ def pretrained_base(
     in a scratch folder; only a finished checkpoint is moved into place, so a run killed midway leaves
     nothing that a later one would take for done.
     """
-    from .trial import TrialSpec, run_trial
+    from .training import run_trial
 
-    key = pretrain_key(space, budget, data, seed)
+    key = pretrain_key(space, budget, data, seed=seed)
     root = cache_root()
     final = root / key / _CHECKPOINT
     if final.exists():
         return final
-    shipped = shipped_checkpoint(space, budget, data, seed)
+    shipped = shipped_checkpoint(space, budget, data, seed=seed)
     if shipped is not None:
         meta = json.loads(shipped.with_suffix(".json").read_text())
         _place(shipped, final)
@@ -164,13 +152,15 @@ def pretrained_base(
     )
     scratch = root / f".{key}-{uuid.uuid4().hex[:8]}"
     cold = dataclasses.replace(budget, epochs=budget.pretrain, pretrain=None, weights=None)
-    spec = TrialSpec.from_budget(
-        _base_yaml(space, budget),
+    spec = trial_spec(
+        space,
+        space.base_point,
         cold,
-        scratch,
+        out=scratch,
         seed=seed,
         data=data,
-        map_evaluator=space.map_evaluator,
+        deployed=False,  # no objectives: its cost is the trained model's own
+        timed_against_base=False,  # it is the base
     )
     try:
         with _quiet_ultralytics():  # one line per epoch, as a sweep shows its trials, not Ultralytics' bars
@@ -252,16 +242,17 @@ def _place(source: Path, target: Path) -> None:
 
 
 def kept_checkpoint(
-    space: Space, budget: Budget, data: str | None, keep_in: Path, seed: int = PRETRAIN_SEED
+    space: Space, budget: Budget, data: str | None, *, keep_in: Path, seed: int = PRETRAIN_SEED
 ) -> Path:
     """Where a sweep keeps its copy of ``budget``'s pretrained base (it may not exist yet)."""
-    return Path(keep_in) / f"{pretrain_key(space, budget, data, seed)}.pt"
+    return Path(keep_in) / f"{pretrain_key(space, budget, data, seed=seed)}.pt"
 
 
 def with_pretrain(
     space: Space,
     budget: Budget,
     data: str | None,
+    *,
     keep_in: Path | None = None,
     say: Callable[[str], None] = print,
     seed: int = PRETRAIN_SEED,
@@ -275,19 +266,23 @@ def with_pretrain(
     if not budget.pretrain or budget.weights:
         return budget
     if keep_in is None:
-        return dataclasses.replace(budget, weights=str(pretrained_base(space, budget, data, say, seed)))
-    kept = kept_checkpoint(space, budget, data, keep_in, seed)
+        return dataclasses.replace(
+            budget, weights=str(pretrained_base(space, budget, data, say=say, seed=seed))
+        )
+    kept = kept_checkpoint(space, budget, data, keep_in=keep_in, seed=seed)
     if not kept.exists():
-        _place(pretrained_base(space, budget, data, say, seed), kept)
+        _place(pretrained_base(space, budget, data, say=say, seed=seed), kept)
     return dataclasses.replace(budget, weights=str(kept))
 
 
-def ship(space: Space, budget: Budget, say: Callable[[str], None] = print, seed: int = PRETRAIN_SEED) -> Path:
+def ship(
+    space: Space, budget: Budget, say: Callable[[str], None] = print, *, seed: int = PRETRAIN_SEED
+) -> Path:
     """Put ``budget``'s pretrained base on the built-in data (from the cache, else trained now) among the
     shipped checkpoints, with what it came from (``<key>.json``: its pretrain.json, the commit, the recipe)."""
     import subprocess
 
-    checkpoint = pretrained_base(space, budget, None, say, seed)
+    checkpoint = pretrained_base(space, budget, None, say=say, seed=seed)
     meta = json.loads((checkpoint.parent / "pretrain.json").read_text())
     if meta.get("shipped"):
         raise ValueError(f"{checkpoint} is itself a shipped checkpoint; empty the cache to train one")
@@ -300,7 +295,7 @@ def ship(space: Space, budget: Budget, say: Callable[[str], None] = print, seed:
     )
     if changed.stdout.strip():
         commit += " with uncommitted changes"
-    key = shipped_key(space, budget, None, seed)
+    key = shipped_key(space, budget, None, seed=seed)
     SHIPPED.mkdir(parents=True, exist_ok=True)
     target = SHIPPED / f"{key}.pt"
     _place(checkpoint, target)

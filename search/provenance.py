@@ -18,10 +18,14 @@ _REPO = Path(__file__).resolve().parents[1]
 # the code a trained or measured result depends on (reporting, tracking and the CLIs are not)
 _SOURCES = (
     "ghost_blocks/*.py",
+    "search/checkpoint.py",
+    "search/coco.py",
     "search/cost.py",
     "search/data.py",
     "search/materialize.py",
     "search/pretrain.py",
+    "search/trainable.py",
+    "search/training.py",
     "search/trial.py",
     "search/ultra.py",
 )

@@ -12,7 +12,15 @@ import re
 from .stats import summarize
 
 __all__ = [
+    "COST_METRICS",
     "EXPERIMENT",
+    "LATENCY_SETTINGS",
+    "MAP_DETAILS",
+    "ORT_METRICS",
+    "ROLE_ARCH",
+    "ROLE_PARENT",
+    "ROLE_TRIAL",
+    "WARM_COUNTS",
     "architecture_rows",
     "outcomes",
     "choices_text",
@@ -72,9 +80,37 @@ class Tag:
     SCORED_SPLIT = "scored_split"  # the split a trial's mAP was scored on: "test", or "val" without one
     WARM_START = "warm_start.from"  # the checkpoint a trial started from
     FRESH_LAYERS = "warm_start.fresh_layers"  # its layers (indices in the trained model) not loaded from it
+    BUDGET = "budget"  # the budget's name, on architecture and trial runs
+    # where a trial ran: Ray's GPU ids, node, the Ultralytics device string, the worker's process id
+    GPU_IDS, NODE, DEVICE, PID = "gpu_ids", "node", "device", "pid"
+    # on the parent: the space, sampler and base, the Ray storage folder (a name is never merged into
+    # another folder's sweep), and the past sweep whose frontier it retrains
+    SPACE, SAMPLER, BASE, STORAGE, FROM_SWEEP = "space", "sampler", "base", "storage", "from_sweep"
+    LATENCY_BASE_DEVICE = "latency_base_device"  # on the parent: where the base was timed alone
+    HYPERVOLUME_DEVICE = (
+        "hypervolume.latency_device"  # on the parent: the device of the hypervolume's latency
+    )
+    FRONTIER_SIZE = "frontier.size"  # on the parent, at the end: architectures on the frontier
+    TRIALS_FINISHED = "trials.finished"  # on the parent, at the end: trained seeds
+    RUN_NAME = "mlflow.runName"  # MLflow's own: the name the UI shows
+    GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own: the commit the parent ran at
 
 
 ROLE_PARENT, ROLE_ARCH, ROLE_TRIAL = "parent", "architecture", "trial"
+
+# how a latency was timed (tags of a trial's run): precision, the versions, ONNX Runtime's provider
+LATENCY_SETTINGS = ("latency_precision", "latency_torch", "latency_cuda", "latency_ort_provider")
+ORT_METRICS = ("latency_ort_ms", "latency_ort_p90_ms", "latency_ort_iqr_ms")  # --latency-backend onnxruntime
+WARM_COUNTS = ("loaded", "skipped", "new")  # a warm start's tensor counts, logged as warm_start/<count>
+# Beside map50_95 and map50 (the space's evaluator's): both evaluators' figures and the val split's
+MAP_DETAILS = (
+    "map50_95_coco",
+    "map50_coco",
+    "map50_95_ultralytics",
+    "map50_ultralytics",
+    "map50_95_val",
+    "map50_val",
+)
 
 
 def run_row(run, site_names: list[str]) -> dict | None:
@@ -99,11 +135,7 @@ def run_row(run, site_names: list[str]) -> dict | None:
         "latency_device": tags.get(Tag.LATENCY_DEVICE, ""),
         "scored_split": tags.get(Tag.SCORED_SPLIT, "val"),
         "warm_start": {
-            **{
-                k: int(metrics[f"warm_start/{k}"])
-                for k in ("loaded", "skipped", "new")
-                if f"warm_start/{k}" in metrics
-            },
+            **{k: int(metrics[f"warm_start/{k}"]) for k in WARM_COUNTS if f"warm_start/{k}" in metrics},
             "fresh_layers": tags.get(Tag.FRESH_LAYERS, ""),
         }
         if Tag.WARM_START in tags

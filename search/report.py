@@ -196,9 +196,9 @@ def _frontier_section(
     space: Space,
     rows: list[dict],
     front: list[dict],
+    *,
     references: Mapping[str, str],
     noise=None,
-    *,
     proxy: str | None = None,
 ) -> str:
     objectives = _objectives(space)
@@ -361,7 +361,7 @@ def _effects_section(space: Space, rows: list[dict], noise=None) -> str:
     if not rows:
         return f"{head}\n<p>No trial finished: no effects to show.</p>"
     metrics = [o.metric for o in space.objectives]
-    effects = effects_by_choice(rows, space, metrics, noise or {})
+    effects = effects_by_choice(rows, space, metrics, noise=noise or {})
     seeds = sum(int(r.get("n_seeds") or 1) for r in rows)
     note = (
         '<p class="note">Each choice\'s effect against keeping the layer, from an additive model fitted to all '
@@ -446,7 +446,7 @@ def sweep_report(
     Args:
         space: the sweep's space.
         budget: the (resolved) budget its trials trained under.
-        rows: finished trials as :func:`search.sweep.trial_rows` builds them, in the order they finished.
+        rows: finished trials as :func:`search.results.trial_rows` builds them, in the order they finished.
         title: page title (default: ``"<space name> sweep report"``).
         marks: ``arch_hash -> reference name``: rows with such a hash are marked as that reference (the
             space's ``references`` give the captions).
@@ -476,8 +476,8 @@ def sweep_report(
             space,
             rows,
             front,
-            {r.name: r.caption for r in space.references},
-            noise,
+            references={r.name: r.caption for r in space.references},
+            noise=noise,
             proxy=budget.name if budget.is_proxy else None,
         ),
         _hypervolume_section(space, rows, hypervolumes),

@@ -23,7 +23,18 @@ from pathlib import Path
 
 from . import ultra
 from .cli import Parser, UsageError, check_name, start, usage_error
-from .records import EXPERIMENT, choices_text
+from .records import EXPERIMENT, Tag, choices_text
+
+__all__ = [
+    "DEFAULT_CPU_MINUTES",
+    "check_base_weights",
+    "dry_run",
+    "dry_run_rows",
+    "main",
+    "past_frontier",
+    "start_ray",
+    "sweep_config",
+]
 
 DEFAULT_CPU_MINUTES = 15  # the first answer on a laptop: the default CPU sweep ends within this
 
@@ -233,8 +244,7 @@ def sweep_config(
     import torch
     from ray import tune
 
-    from .data import DataError, check_dataset
-    from .sweep import (
+    from .config import (
         SweepConfig,
         default_concurrency,
         default_cpus_per_trial,
@@ -242,6 +252,8 @@ def sweep_config(
         setup_changes,
         training_setup,
     )
+    from .data import DataError, check_dataset
+    from .plan import fill_last_round
     from .tracking import TrackingError, check_tracking, default_tracking_uri, find_parent
 
     gpus = torch.cuda.device_count()
@@ -259,7 +271,7 @@ def sweep_config(
     weights = space.budgets[budget].weights
     if args.weights or weights:  # opened as data, and it must fit the base: before Ray or MLflow hear of it
         flag = "--weights" if args.weights else f"budget {budget!r} of space {space.name}: weights"
-        print(f"[sweep] {check_base_weights(args.weights or weights, space, budget, flag)}")
+        print(f"[sweep] {check_base_weights(args.weights or weights, space, budget, flag=flag)}")
     if args.resume and not args.name:
         raise UsageError("--resume needs the --name of the sweep to continue")
     if args.data:
@@ -284,7 +296,7 @@ def sweep_config(
     elif args.sampler == "list":
         samples = len(points or [])
     elif args.sampler == "ablation":
-        from .sweep import ablation_points
+        from .plan import ablation_points
 
         try:
             samples = len(ablation_points(space))
@@ -298,7 +310,7 @@ def sweep_config(
         else default_cpus_per_trial(os.cpu_count() or 1, gpus, gpus_per_trial)
     )
     concurrent = args.max_concurrent or default_concurrency(
-        os.cpu_count() or 1, gpus, gpus_per_trial, cpus_per_trial
+        os.cpu_count() or 1, gpus, gpus_per_trial, cpus_per_trial=cpus_per_trial
     )
     config = SweepConfig(
         space=space,
@@ -341,6 +353,8 @@ def sweep_config(
         or None,
         started=started or time.time(),
     )
+    if not args.samples:  # the default count: the last round of trials as full as the others
+        config = fill_last_round(config)
     path = experiment_path(config)
     exists = path.exists() and tune.Tuner.can_restore(str(path))
     if args.resume and not exists:
@@ -355,7 +369,7 @@ def sweep_config(
     except Exception as exc:  # noqa: BLE001 - any store failure is the user's store: say it in one line
         raise UsageError(f"cannot read MLflow at {uri}: {' '.join(str(exc).split())[:300]}") from None
     if parent is not None:
-        stored = parent.data.tags.get("storage", "")
+        stored = parent.data.tags.get(Tag.STORAGE, "")
         if stored != str(path):  # another sweep folder, or its Ray state is gone: never merge into it
             raise UsageError(
                 f"sweep name {config.name!r} is taken in MLflow by run {parent.info.run_id} whose Ray state "
@@ -380,7 +394,7 @@ def sweep_config(
     return config
 
 
-def check_base_weights(path: str, space, budget: str, flag: str) -> str:
+def check_base_weights(path: str, space, budget: str, *, flag: str) -> str:
     """Check a warm-start checkpoint against the space's base at ``budget`` (see
     :func:`search.checkpoint.check_weights`); one line on how much of the base it fills.
 
@@ -393,8 +407,7 @@ def check_base_weights(path: str, space, budget: str, flag: str) -> str:
     from .materialize import materialize
 
     ultra.setup()
-    base = {s.name: s.default for s in space.sites}
-    point = base if all(base.values()) else next(iter(space.points()))
+    point = space.base_point or next(iter(space.points()))
     model = RTDETRDetectionModel(materialize(space, point, budget=space.budgets[budget])[0], verbose=False)
     try:
         return check_weights(path, model, flag=flag)
@@ -432,9 +445,8 @@ def start_ray(address: str | None) -> None:
 
 def past_frontier(args: argparse.Namespace):
     """The space of the past sweep ``--from-sweep`` and its frontier's points, read from MLflow."""
-    from .records import ROLE_ARCH, Tag
     from .space import SpaceError, load_space
-    from .tracking import TrackingError, check_tracking, default_tracking_uri, find_parent
+    from .tracking import SweepTracker, TrackingError, check_tracking, default_tracking_uri, find_parent
 
     uri = args.tracking_uri or default_tracking_uri()
     try:
@@ -450,12 +462,8 @@ def past_frontier(args: argparse.Namespace):
         space = load_space(parent.data.params["space_file"])
     except (KeyError, SpaceError) as exc:
         raise UsageError(f"--from-sweep {args.from_sweep}: its space cannot be read here: {exc}") from None
-    import mlflow
-
-    runs = mlflow.MlflowClient(tracking_uri=uri).search_runs(
-        [parent.info.experiment_id],
-        f"tags.`{Tag.SWEEP}` = '{args.from_sweep}' AND tags.`{Tag.ROLE}` = '{ROLE_ARCH}' AND tags.`{Tag.PARETO}` = 'true'",
-    )
+    architectures = SweepTracker(uri, args.experiment).architectures(parent.info.run_id)
+    runs = [r for r in architectures if r.data.tags.get(Tag.PARETO) == "true"]
     points = [{site.name: r.data.params[site.name] for site in space.sites} for r in runs]
     if not points:
         raise UsageError(
@@ -486,9 +494,10 @@ def main(argv: list[str] | None = None) -> int:
         start_ray(config.address)  # before anything is written to MLflow
     except (UsageError, SpaceError) as exc:
         return usage_error(exc)
-    from .sweep import resolved_budget, run_sweep, sweep_plan
+    from .plan import sweep_plan
+    from .sweep import run_sweep
 
-    b = resolved_budget(space, config.budget, config.overrides)
+    b = config.trained_budget
     if config.gpus_per_trial == 0 and not config.data:
         print(
             f"[sweep] no GPU: a small CPU run - {sweep_plan(config)[2]} trials on the built-in shapes dataset, "

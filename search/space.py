@@ -189,6 +189,13 @@ class Space:
     map_evaluator: str = "coco"  # one of MAP_EVALUATORS
 
     @property
+    def base_point(self) -> dict[str, str] | None:
+        """The unmodified base: every site keeps its layer (its first ``keep`` choice); None when a site has
+        no ``keep`` choice, so the space does not hold the base."""
+        point = {site.name: site.default for site in self.sites}
+        return point if all(point.values()) else None
+
+    @property
     def size(self) -> int:
         """Number of distinct parameter dicts (product of the choice counts)."""
         return math.prod(len(s.choices) for s in self.sites)
@@ -334,7 +341,7 @@ def _among(value: Any, names) -> bool:
     return isinstance(value, str) and value in names
 
 
-def _mapping(path: str, key: str, value: Any, allowed: tuple, required: tuple = ()) -> dict:
+def _mapping(path: str, key: str, value: Any, *, allowed: tuple, required: tuple = ()) -> dict:
     """Check ``value`` is a mapping with only ``allowed`` keys and all ``required`` ones."""
     if not isinstance(value, dict):
         raise _err(path, key, f"expected a mapping, got {value!r}")
@@ -348,7 +355,7 @@ def _mapping(path: str, key: str, value: Any, allowed: tuple, required: tuple = 
     return value
 
 
-def _name(path: str, key: str, value: Any, what: str) -> str:
+def _name(path: str, key: str, value: Any, *, what: str) -> str:
     if not isinstance(value, str) or not _NAME_RE.match(value):
         raise _err(path, key, f"invalid {what} name {value!r} (letters, digits, '_' and '-')")
     return value
@@ -360,7 +367,7 @@ def _objectives(path: str, raw: Any) -> tuple[Objective, ...]:
     out: list[Objective] = []
     for i, item in enumerate(raw):
         key = f"objectives.{i}"
-        item = _mapping(path, key, item, ("metric", "direction"), ("metric", "direction"))
+        item = _mapping(path, key, item, allowed=("metric", "direction"), required=("metric", "direction"))
         metric, direction = item["metric"], item["direction"]
         if not _among(metric, TRIAL_METRICS):
             raise _err(
@@ -383,7 +390,7 @@ def _objectives(path: str, raw: Any) -> tuple[Objective, ...]:
 def _constraints(path: str, raw: Any) -> Constraints:
     if raw is None:
         return Constraints()
-    raw = _mapping(path, "constraints", raw, _CONSTRAINT_KEYS)
+    raw = _mapping(path, "constraints", raw, allowed=_CONSTRAINT_KEYS)
     for k, v in raw.items():
         if v is not None and (not _is_num(v) or v <= 0):
             raise _err(path, f"constraints.{k}", f"expected a positive number or null, got {v!r}")
@@ -452,7 +459,7 @@ def _train_args(path: str, key: str, raw: Any) -> dict:
 
 def _budget(path: str, name: str, raw: Any) -> Budget:
     key = f"budgets.{name}"
-    raw = _mapping(path, key, raw, _BUDGET_KEYS, ("epochs", "imgsz", "batch"))
+    raw = _mapping(path, key, raw, allowed=_BUDGET_KEYS, required=("epochs", "imgsz", "batch"))
     train = _train_args(path, f"{key}.train", raw.pop("train")) if "train" in raw else {}
     weights = raw.pop("weights", None)
     if weights is not None:
@@ -488,10 +495,10 @@ def _budgets(path: str, raw: Any) -> dict[str, Budget]:
     for name in _REQUIRED_BUDGETS:
         if name not in raw:
             raise _err(path, f"budgets.{name}", "missing required budget")
-    return {_name(path, f"budgets.{k}", k, "budget"): _budget(path, k, v) for k, v in raw.items()}
+    return {_name(path, f"budgets.{k}", k, what="budget"): _budget(path, k, v) for k, v in raw.items()}
 
 
-def _check_args(path: str, key: str, block: str, args: Any) -> tuple:
+def _check_args(path: str, key: str, block: str, *, args: Any) -> tuple:
     """Shape-check explicit yaml args (without the mode) for ``block``."""
     if not isinstance(args, list) or not args:
         raise _err(path, key, f"expected a non-empty list of yaml args, got {args!r}")
@@ -516,12 +523,12 @@ def _check_args(path: str, key: str, block: str, args: Any) -> tuple:
     return tuple(args)
 
 
-def _choice(path: str, key: str, name: str, raw: Any) -> Choice:
+def _choice(path: str, key: str, name: str, *, raw: Any) -> Choice:
     if raw == "keep" or raw == {"op": "keep"}:
         return Choice(name, "keep")
     if isinstance(raw, str):
         raise _err(path, key, f"expected 'keep' or a mapping with op/block/mode, got {raw!r}")
-    raw = _mapping(path, key, raw, _CHOICE_KEYS, ("op",))
+    raw = _mapping(path, key, raw, allowed=_CHOICE_KEYS, required=("op",))
     if not _among(raw["op"], OPS):
         raise _err(path, f"{key}.op", f"unknown op {raw['op']!r} (expected {', '.join(OPS)})")
     if raw["op"] == "keep":
@@ -533,7 +540,9 @@ def _choice(path: str, key: str, name: str, raw: Any) -> Choice:
         raise _err(path, f"{key}.block", f"unknown block {raw['block']!r} (expected {', '.join(BLOCKS)})")
     if not _among(raw["mode"], MODES):
         raise _err(path, f"{key}.mode", f"unknown mode {raw['mode']!r} (expected {', '.join(MODES)})")
-    args = None if raw.get("args") is None else _check_args(path, f"{key}.args", raw["block"], raw["args"])
+    args = (
+        None if raw.get("args") is None else _check_args(path, f"{key}.args", raw["block"], args=raw["args"])
+    )
     repeats = raw.get("repeats")
     if repeats is not None and (not _is_int(repeats) or repeats < 1):
         raise _err(path, f"{key}.repeats", f"expected a positive int, got {repeats!r}")
@@ -548,8 +557,8 @@ def _sites(path: str, raw: Any, base_yaml: dict) -> tuple[Site, ...]:
     sites: list[Site] = []
     replaced_by: dict[int, str] = {}
     for sname, sraw in raw.items():
-        key = f"sites.{_name(path, f'sites.{sname}', sname, 'site')}"
-        sraw = _mapping(path, key, sraw, _SITE_KEYS, ("layer", "choices"))
+        key = f"sites.{_name(path, f'sites.{sname}', sname, what='site')}"
+        sraw = _mapping(path, key, sraw, allowed=_SITE_KEYS, required=("layer", "choices"))
         layer = sraw["layer"]
         if not _is_int(layer) or not 0 <= layer < len(layers):
             raise _err(
@@ -562,15 +571,15 @@ def _sites(path: str, raw: Any, base_yaml: dict) -> tuple[Site, ...]:
             raise _err(path, f"{key}.choices", "expected a non-empty mapping of choice name to choice")
         choices = []
         for cname, spec in craw.items():
-            ckey = f"{key}.choices.{_name(path, f'{key}.choices.{cname}', cname, 'choice')}"
-            choice = _choice(path, ckey, cname, spec)
+            ckey = f"{key}.choices.{_name(path, f'{key}.choices.{cname}', cname, what='choice')}"
+            choice = _choice(path, ckey, cname, raw=spec)
             if choice.op == "replace":
                 other = replaced_by.setdefault(layer, sname)
                 if other != sname:
                     raise _err(path, f"{ckey}.op", f"layer {layer} is already replaced by site {other!r}")
             if choice.op != "keep":
                 try:  # derive the layer now, so a bad choice fails at load time, not in a trial
-                    choice_layer(choice, layers, layer, channels)
+                    choice_layer(choice, layers, layer, channels=channels)
                 except ValueError as e:
                     raise _err(path, ckey, str(e)) from None
             choices.append(choice)
@@ -591,7 +600,7 @@ def parse_space(data: dict, path: str, *, base_yaml: dict | None = None) -> Spac
     Raises:
         SpaceError: on the first problem found.
     """
-    data = _mapping(path, "", data, _TOP_KEYS, _TOP_REQUIRED)
+    data = _mapping(path, "", data, allowed=_TOP_KEYS, required=_TOP_REQUIRED)
     name = data["name"]
     if not isinstance(name, str) or not name.strip():
         raise _err(path, "name", f"expected a non-empty string, got {name!r}")
@@ -644,12 +653,12 @@ def _references(space: Space, raw: Any) -> tuple[Reference, ...]:
         raise _err(path, "references", f"expected a mapping of reference name to reference, got {raw!r}")
     out = []
     for rname, rraw in raw.items():
-        key = f"references.{_name(path, f'references.{rname}', rname, 'reference')}"
+        key = f"references.{_name(path, f'references.{rname}', rname, what='reference')}"
         if rname == "base":
             raise _err(
                 path, key, "'base' is the unmodified model, always marked; name the reference otherwise"
             )
-        rraw = _mapping(path, key, rraw, ("params", "caption"), ("params", "caption"))
+        rraw = _mapping(path, key, rraw, allowed=("params", "caption"), required=("params", "caption"))
         if not isinstance(rraw["caption"], str) or not rraw["caption"].strip():
             raise _err(path, f"{key}.caption", f"expected a non-empty string, got {rraw['caption']!r}")
         try:

@@ -66,8 +66,8 @@ _SWEEP_NAME = Tag.SWEEP
 _SWEEP_ROLE = Tag.ROLE
 _TRIAL_ID = Tag.TRIAL_ID
 _PARENT_ID = Tag.PARENT
-_RUN_NAME = "mlflow.runName"
-_GIT_COMMIT = "mlflow.source.git.commit"
+_RUN_NAME = Tag.RUN_NAME
+_GIT_COMMIT = Tag.GIT_COMMIT
 
 # MLflow also accepts ':' (except on Windows); we do not, so names stay portable across stores.
 _BAD_CHARS = re.compile(r"[^A-Za-z0-9_.\- /]")
@@ -213,7 +213,7 @@ def find_parent(uri: str, experiment: str, sweep_name: str) -> mlflow.entities.R
         return None
     found = client.search_runs(
         [exp.experiment_id],
-        f"tags.`{_SWEEP_NAME}` = {_quote(sweep_name)} AND tags.`{_SWEEP_ROLE}` = 'parent'",
+        f"tags.`{_SWEEP_NAME}` = {_quote(sweep_name)} AND tags.`{_SWEEP_ROLE}` = {_quote(ROLE_PARENT)}",
         run_view_type=mlflow.entities.ViewType.ACTIVE_ONLY,
         order_by=["attributes.start_time ASC"],
         max_results=1,
@@ -408,7 +408,7 @@ class SweepTracker:
         return self._sweep_runs(parent_id, ROLE_ARCH)
 
     def create_child(
-        self, parent_id: str, role: str, params: Mapping[str, Any], tags: Mapping[str, Any]
+        self, parent_id: str, role: str, params: Mapping[str, Any], *, tags: Mapping[str, Any]
     ) -> str:
         """A new run nested under ``parent_id`` with the sweep's name and ``role``; its run id."""
         parent_run = self.client.get_run(parent_id)
@@ -434,7 +434,7 @@ class SweepTracker:
     # ----------------------------------------------------------------- runs
 
     def _reattach(
-        self, run: mlflow.entities.Run, params: dict[str, str], tags: dict[str, str], reopen: bool
+        self, run: mlflow.entities.Run, params: dict[str, str], tags: dict[str, str], *, reopen: bool
     ) -> None:
         """Update tags, log params the run lacks (never change one), and reopen a terminated run."""
         run_id = run.info.run_id
@@ -474,7 +474,7 @@ class SweepTracker:
         clean_tags.update({_SWEEP_NAME: sweep_name, _SWEEP_ROLE: ROLE_PARENT})
         found = self._search(
             self.experiment_id,
-            f"tags.`{_SWEEP_NAME}` = {_quote(sweep_name)} AND tags.`{_SWEEP_ROLE}` = 'parent'",
+            f"tags.`{_SWEEP_NAME}` = {_quote(sweep_name)} AND tags.`{_SWEEP_ROLE}` = {_quote(ROLE_PARENT)}",
         )
         if found:
             if len(found) > 1:
@@ -493,8 +493,8 @@ class SweepTracker:
         parent_id: str,
         trial_id: str,
         params: Mapping[str, Any],
-        tags: Mapping[str, Any],
         *,
+        tags: Mapping[str, Any],
         reopen: bool = True,
     ) -> str:
         """The run id of a trial's child run: one per trial id ever, found again on resume.

@@ -14,6 +14,15 @@ import os
 import sys
 from pathlib import Path
 
+__all__ = [
+    "available_cpus",
+    "cache_dir",
+    "offline",
+    "quiet",
+    "setup",
+    "use_threads",
+]
+
 LOGGER = logging.getLogger(__name__)
 
 

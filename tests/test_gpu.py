@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ghost_blocks import MODES, GhostModuleV3
-from tests.ghost_blocks.test_ghost import randomize_bn
+from tests.helpers import randomize_bn
 
 pytestmark = [
     pytest.mark.gpu,
@@ -52,7 +52,7 @@ def test_latency_on_the_gpu_is_synchronised_and_named():
 def test_a_trial_trains_on_the_gpu(tmp_path: Path):
     from search.materialize import materialize
     from search.space import load_space
-    from search.trial import TrialSpec, run_trial
+    from search.training import TrialSpec, run_trial
 
     space = load_space("modes")
     model_yaml, _ = materialize(space, {"stage3": "gate"})  # the full rtdetr-l with the hand placement

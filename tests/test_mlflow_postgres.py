@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import TINY
 from tests.servers import free_port, mlflow_server, stop_group, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +29,6 @@ EXPERIMENT = "rtdetr-ghost-search"
 SWEEP = "pg-sweep"
 SAMPLES = 2
 TRIALS = 3  # the base is trained with 2 seeds
-TINY = ["--epochs", "1", "--imgsz", "64", "--batch", "8", "--fraction", "0.25"]
 OBJECTIVES = ("map50_95", "latency_ms", "gflops")
 PARENT_ARTIFACTS = {"frontier.png", "frontier.html", "pareto.csv", "report.html"}
 DB_USER = "mlflow"

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import TINY
 from tests.servers import mlflow_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +36,6 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 EXPERIMENT = "rtdetr-ghost-search"
 SWEEP = "ui-sweep"
 SAMPLES = 2
-TINY = ["--epochs", "1", "--imgsz", "64", "--batch", "8", "--fraction", "0.25"]
 OBJECTIVES = ("map50_95", "latency_ms", "gflops")
 SITES = ("stage3",)  # the modes space's one site
 # Wide attribute columns hidden from the runs table, so the objectives fit a 1280 px window.

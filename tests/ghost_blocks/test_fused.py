@@ -15,8 +15,7 @@ from ghost_blocks import (
     RepNCSPELAN4GhostV3,
     reparameterize_model,
 )
-
-from .test_ghost import randomize_bn
+from tests.helpers import randomize_bn
 
 CASES = [
     (

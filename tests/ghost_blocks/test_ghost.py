@@ -11,21 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghost_blocks import MODES, GhostModuleV3
+from tests.helpers import randomize_bn
 
 # c1=4,c2=8,r=2 and c1=3,c2=7,r=3 give a primary skip branch; odd c2 checks the crop to c2.
 GRID = list(itertools.product([3, 4], [7, 8], [1, 3, 5], [1, 2], [3, 5], [2, 3], MODES))
-
-
-def randomize_bn(module: nn.Module, seed: int = 0) -> None:
-    """Random BatchNorm statistics and affine parameters, so an equivalence test cannot pass by accident."""
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) * 2 - 1)
-            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
 
 
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-9), (torch.float32, 1e-4)])

@@ -136,7 +136,7 @@ def test_whole_model_reparameterisation_keeps_outputs_and_leaves_no_training_bra
     d["head"][12] = [-1, 1, "GhostModuleV3", [256, 3, 2, "ori_shortcut_mul_conv15"]]  # layer 22, stride 2
     torch.manual_seed(0)
     model = RTDETRDetectionModel(d, nc=3, verbose=False).double().eval()
-    from .test_ghost import randomize_bn
+    from tests.helpers import randomize_bn
 
     randomize_bn(model, seed=5)
     x = torch.rand(1, 3, 96, 96, dtype=torch.float64)

@@ -23,10 +23,7 @@ from ultralytics.nn.tasks import RTDETRDetectionModel
 from search.checkpoint import CheckpointError, check_weights, load, tensors
 from search.materialize import materialize
 from search.space import load_space
-
-from .sweeps import sweep_runs
-
-TINY = ["--epochs", "1", "--imgsz", "64", "--batch", "8", "--fraction", "0.25"]
+from tests.helpers import TINY, sweep_runs, tiny_space
 
 
 class _Payload:
@@ -133,23 +130,16 @@ def test_a_sweep_name_that_would_leave_the_storage_folder_exits_2(name, tmp_path
 
 # Every trial of this space fails the same way (Ultralytics has no such optimizer): deterministic, after
 # the model is built and costed, so each trial gets as far as training.
-FAILING_SPACE = """
-name: failing
-base: rtdetr-l
-objectives:
-  - {metric: map50_95, direction: maximize}
-  - {metric: gflops, direction: minimize}
-budgets:
-  cpu: {epochs: 1, imgsz: 64, batch: 8, fraction: 0.25, width: 0.25, depth: 0.34, hidden_dim: 64, queries: 100,
-        train: {optimizer: NoSuchOptimizer}}
-  full: {epochs: 1, imgsz: 64, batch: 8}
-sites:
-  stage3:
+FAILING_SPACE = tiny_space(
+    "failing",
+    """  stage3:
     layer: 5
     choices:
       keep: keep
       ori: {op: replace, block: GhostModuleV3, mode: ori}
-"""
+""",
+    cpu_extra="train: {optimizer: NoSuchOptimizer}",
+)
 
 
 def test_a_sweep_whose_every_trial_fails_exits_1_says_each_error_once_and_retries_none(tmp_path):

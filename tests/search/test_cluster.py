@@ -18,15 +18,13 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+from search.config import SweepConfig
 from search.space import load_space
-from search.sweep import SweepConfig, run_sweep
+from search.sweep import run_sweep
+from tests.helpers import TINY_BUDGET, last_epoch, uri
 
 pytestmark = pytest.mark.slow
-TINY = {"epochs": 1, "imgsz": 64, "batch": 8, "fraction": 0.25}
-
-
-def uri(tmp: Path) -> str:
-    return f"sqlite:///{tmp / 'mlflow.db'}"
+TINY = TINY_BUDGET
 
 
 def config(tmp: Path, **kw) -> SweepConfig:
@@ -148,14 +146,6 @@ def test_a_node_lost_mid_trial_is_retried_elsewhere_and_the_sweep_completes(
     assert run.info.status == "FINISHED" and run.data.tags["trial.status"] == "ok"
     assert run.data.tags["node"] != lost, "retried on another node"
     assert int(run.data.tags["resumed_from_epoch"]) >= 1 and run.data.metrics["trial/epochs_done"] == 5
-
-
-def last_epoch(tmp: Path, run: mlflow.entities.Run) -> int:
-    """The last epoch ``run`` has logged its training losses for (0: none yet)."""
-    history = mlflow.MlflowClient(tracking_uri=uri(tmp)).get_metric_history(
-        run.info.run_id, "train/giou_loss"
-    )
-    return max((m.step for m in history), default=0)
 
 
 def free_port() -> int:

@@ -63,10 +63,10 @@ def test_ground_truth_comes_from_the_label_files_and_perfect_predictions_score_o
     # as Ultralytics writes them: the image's stem as image_id, class index + 1 as category_id
     perfect = [{"image_id": stem[a["image_id"]], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
                for a in gt["annotations"]]  # fmt: skip
-    assert coco_map(perfect, data, "test", 3) == {
+    assert coco_map(perfect, data, "test", nc=3) == {
         "map50_95_coco": pytest.approx(1.0),
         "map50_coco": pytest.approx(1.0),
     }
-    assert coco_map([], data, "test", 3) == {"map50_95_coco": 0.0, "map50_coco": 0.0}
+    assert coco_map([], data, "test", nc=3) == {"map50_95_coco": 0.0, "map50_coco": 0.0}
     with pytest.raises(ValueError, match="not in the test split"):
-        coco_map([{**perfect[0], "image_id": "elsewhere"}], data, "test", 3)
+        coco_map([{**perfect[0], "image_id": "elsewhere"}], data, "test", nc=3)

@@ -61,7 +61,7 @@ def test_boxes_are_exact_tight_boxes(shapes: Path, index: int) -> None:
     """Recover each object's box from the saved PNG's pixels and compare it with the label exactly."""
     s = SMALL["imgsz"]
     png = cv2.imread(str(shapes.parent / "images" / "train" / f"train_{index:05d}.png"))
-    img, objects = sd._render(3, "train", index, s)
+    img, objects = sd._render(3, "train", index, imgsz=s)
     assert np.array_equal(png, img)
     rows = [
         list(map(float, line.split()))
@@ -148,7 +148,7 @@ def test_incomplete_folder_is_regenerated(tmp_path: Path) -> None:
 
 
 def test_crash_leaves_no_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def crash(out: Path, *args: object) -> None:
+    def crash(out: Path, *args: object, **kwargs: object) -> None:
         (out / "images").mkdir()
         raise RuntimeError("disk full")
 

@@ -13,27 +13,28 @@ import mlflow
 import numpy as np
 import pytest
 
-from search import export
+from search import deploy, export
+from search.records import EXPERIMENT
 from search.tracking import SweepTracker
+from tests.helpers import TINY
 
 SWEEP = ["--space", "modes", "--sampler", "grid", "--samples", "2", "--name", "s"]
-TINY = ["--epochs", "1", "--imgsz", "64", "--batch", "8", "--fraction", "0.25"]
 
 
 # ------------------------------------------------------------------------------------- pure parts
 def test_knee_is_the_point_nearest_the_ideal_after_min_max_normalising():
     # regrets: map (0, .25, 1), latency (1, 4/9, 0), gflops (1, .75, 0): distances 1.41, 0.91, 1.0
     points = [(0.5, 10.0, 5.0), (0.4, 5.0, 4.0), (0.1, 1.0, 1.0)]
-    assert export.knee(points, [True, False, False]) == 1
+    assert deploy.knee(points, [True, False, False]) == 1
     # scale does not matter, only the normalised position
-    assert export.knee([(p[0], p[1] * 1000, p[2]) for p in points], [True, False, False]) == 1
+    assert deploy.knee([(p[0], p[1] * 1000, p[2]) for p in points], [True, False, False]) == 1
 
 
 def test_knee_ignores_an_objective_equal_everywhere_and_keeps_the_first_of_ties():
-    assert export.knee([(0.4, 1.0), (0.5, 1.0)], [True, False]) == 1
-    assert export.knee([(0.5, 2.0), (0.5, 2.0)], [True, False]) == 0
+    assert deploy.knee([(0.4, 1.0), (0.5, 1.0)], [True, False]) == 1
+    assert deploy.knee([(0.5, 2.0), (0.5, 2.0)], [True, False]) == 0
     with pytest.raises(ValueError, match="points"):
-        export.knee([], [True])
+        deploy.knee([], [True])
 
 
 def _run(run_id: str, **metrics: float) -> SimpleNamespace:
@@ -46,17 +47,17 @@ def test_pick_rules():
         _run("balanced", map50_95=0.4, latency_ms=5.0, gflops=4.0),
         _run("fast", map50_95=0.1, latency_ms=1.0, gflops=1.0),
     ]
-    assert export.pick_run(runs, "map").info.run_id == "accurate"
-    assert export.pick_run(runs, "latency").info.run_id == "fast"
-    assert export.pick_run(runs, "knee").info.run_id == "balanced"
+    assert deploy.pick_run(runs, "map").info.run_id == "accurate"
+    assert deploy.pick_run(runs, "latency").info.run_id == "fast"
+    assert deploy.pick_run(runs, "knee").info.run_id == "balanced"
     # ties on mAP go to the faster run
     tie = [_run("slow", map50_95=0.5, latency_ms=9.0), _run("quick", map50_95=0.5, latency_ms=3.0)]
-    assert export.pick_run(tie, "map").info.run_id == "quick"
-    with pytest.raises(export.ExportError, match="gflops"):
-        export.pick_run(tie, "knee")  # no gflops recorded
+    assert deploy.pick_run(tie, "map").info.run_id == "quick"
+    with pytest.raises(deploy.ExportError, match="gflops"):
+        deploy.pick_run(tie, "knee")  # no gflops recorded
     # the knee is over the sweep's own objectives: a space that cares only for GFLOPs gets the cheapest
-    assert export.pick_run(runs, "knee", (("gflops", False),)).info.run_id == "fast"
-    assert export.pick_run(tie, "knee", (("map50_95", True), ("latency_ms", False))).info.run_id == "quick"
+    assert deploy.pick_run(runs, "knee", (("gflops", False),)).info.run_id == "fast"
+    assert deploy.pick_run(tie, "knee", (("map50_95", True), ("latency_ms", False))).info.run_id == "quick"
 
 
 def _seed(run_id: str, seed: int, parent: str, map50_95: float) -> SimpleNamespace:
@@ -69,11 +70,11 @@ def _seed(run_id: str, seed: int, parent: str, map50_95: float) -> SimpleNamespa
 
 def test_the_export_takes_the_seed_nearest_its_architectures_mean_not_the_luckiest():
     seeds = [_seed("lucky", 0, "a", 0.50), _seed("typical", 1, "a", 0.41), _seed("unlucky", 2, "a", 0.30)]
-    assert export.representative_seed(seeds, mean=0.40).info.run_id == "typical"
+    assert deploy.representative_seed(seeds, mean=0.40).info.run_id == "typical"
     # equally near: the lower seed
-    assert export.representative_seed(seeds[::-1][1:], mean=0.355).info.run_id == "typical"
+    assert deploy.representative_seed(seeds[::-1][1:], mean=0.355).info.run_id == "typical"
     with pytest.raises(ValueError, match="empty"):
-        export.representative_seed([], 0.4)
+        deploy.representative_seed([], 0.4)
 
 
 def test_frontier_seeds_are_grouped_under_their_architecture_runs():
@@ -85,7 +86,7 @@ def test_frontier_seeds_are_grouped_under_their_architecture_runs():
     )
     client = SimpleNamespace(get_run={"a": arch, "p": parent}.__getitem__)
     s0, s1, lone = _seed("s0", 0, "a", 0.4), _seed("s1", 1, "a", 0.5), _seed("lone", 0, "p", 0.3)
-    groups = export.frontier_architectures(client, [s0, lone, s1])
+    groups = deploy.frontier_architectures(client, [s0, lone, s1])
     # a seed recorded straight under the sweep's parent (no architecture run) stands for itself
     assert [(a.info.run_id, [r.info.run_id for r in rs]) for a, rs in groups] == [
         ("a", ["s0", "s1"]), ("lone", ["lone"])
@@ -95,15 +96,15 @@ def test_frontier_seeds_are_grouped_under_their_architecture_runs():
 def test_compare_outputs_direct_permuted_and_failing():
     rng = np.random.default_rng(0)
     ours = rng.random((1, 20, 7), dtype=np.float32)
-    assert export.compare_outputs(ours, ours + 1e-5)["matched"] == "direct"
-    assert export.compare_outputs(ours, ours + 1e-5)["passed"]
+    assert deploy.compare_outputs(ours, ours + 1e-5)["matched"] == "direct"
+    assert deploy.compare_outputs(ours, ours + 1e-5)["passed"]
     swapped = ours[:, rng.permutation(20)]  # near-tied queries swapped by top-k: the same detections
-    result = export.compare_outputs(ours, swapped)
+    result = deploy.compare_outputs(ours, swapped)
     assert result["passed"] and result["matched"] == "permuted" and result["max_abs_diff_matched"] == 0
     wrong = ours.copy()
     wrong[0, 3, 0] += 0.1
-    assert not export.compare_outputs(ours, wrong)["passed"]
-    assert not export.compare_outputs(ours, ours[:, :10])["passed"]
+    assert not deploy.compare_outputs(ours, wrong)["passed"]
+    assert not deploy.compare_outputs(ours, ours[:, :10])["passed"]
 
 
 # ------------------------------------------------------------------------------- a real tiny sweep
@@ -128,7 +129,7 @@ def store(tmp_path_factory) -> tuple[Path, str]:
 
 
 def frontier(uri: str, sweep: str = "s") -> list:
-    runs = SweepTracker(uri, export.EXPERIMENT).runs_for_sweep(sweep)
+    runs = SweepTracker(uri, EXPERIMENT).runs_for_sweep(sweep)
     front = [
         r
         for r in runs
@@ -180,7 +181,7 @@ def test_pick_map_exports_the_best_frontier_trial(store, map_export):
     arch, seeds = min(
         architectures(uri), key=lambda a: (-a[0].data.metrics["map50_95"], a[0].data.metrics["latency_ms"])
     )
-    best = export.representative_seed(seeds, arch.data.metrics["map50_95"])
+    best = deploy.representative_seed(seeds, arch.data.metrics["map50_95"])
     assert record["run_id"] == best.info.run_id and record["pick"] == "map"
     assert record["metrics"]["map50_95"] == best.data.metrics["map50_95"]
     assert record["seed"] == best.data.params["seed"]
@@ -199,9 +200,9 @@ def test_pick_map_exports_the_best_frontier_trial(store, map_export):
     # in ONNX Runtime: then every query must match one of PyTorch's one-to-one within the tolerance
     assert check["passed"], check
     if check["matched"] == "direct":
-        assert check["max_abs_diff"] <= export.ATOL
+        assert check["max_abs_diff"] <= deploy.ATOL
     else:
-        assert check["matched"] == "permuted" and check["max_abs_diff_matched"] <= export.ATOL, check
+        assert check["matched"] == "permuted" and check["max_abs_diff_matched"] <= deploy.ATOL, check
     assert check["shape"][:2] == [1, 30]  # the cpu proxy's 30 queries
     assert "max abs diff" in done.stdout and "passed" in done.stdout
     # a proxy sweep's weights are the scaled-down model, and the export says how to train the real one
@@ -216,7 +217,7 @@ FRESH = textwrap.dedent(
     import ghost_blocks
     ghost_blocks.register()
     from ultralytics import RTDETR
-    from search.export import default_image
+    from search.deploy import default_image
     m = RTDETR(sys.argv[1])
     ghosts = [x for x in m.model.modules() if isinstance(x, ghost_blocks.GhostModuleV3)]
     assert ghosts, "the trial's model holds no GhostModuleV3"
@@ -252,9 +253,9 @@ def test_pick_knee_then_the_same_run_by_id(store, tmp_path, monkeypatch, capsys)
     )
     record = json.loads((tmp_path / "k" / "export.json").read_text())
     front = architectures(uri)  # the knee of the architectures' means, then that one's typical seed
-    points = [[a.data.metrics[m] for m, _ in export.KNEE_OBJECTIVES] for a, _ in front]
-    arch, seeds = front[export.knee(points, [up for _, up in export.KNEE_OBJECTIVES])]
-    assert record["run_id"] == export.representative_seed(seeds, arch.data.metrics["map50_95"]).info.run_id
+    points = [[a.data.metrics[m] for m, _ in deploy.KNEE_OBJECTIVES] for a, _ in front]
+    arch, seeds = front[deploy.knee(points, [up for _, up in deploy.KNEE_OBJECTIVES])]
+    assert record["run_id"] == deploy.representative_seed(seeds, arch.data.metrics["map50_95"]).info.run_id
     assert record["pick"] == "knee" and record["check"]["passed"]
 
     monkeypatch.chdir(tmp_path)  # default --out is runs/export/<run-id> under the working directory
@@ -265,14 +266,14 @@ def test_pick_knee_then_the_same_run_by_id(store, tmp_path, monkeypatch, capsys)
 
 
 def _sweep_runs(uri: str, sweep: str) -> list:
-    return SweepTracker(uri, export.EXPERIMENT).runs_for_sweep(sweep)
+    return SweepTracker(uri, EXPERIMENT).runs_for_sweep(sweep)
 
 
 def _fake_sweep(uri: str, name: str, weights: Path, status: str) -> str:
     """A sweep record without training: one finished child run with the artifacts an ok trial has."""
-    tracker = SweepTracker(uri, export.EXPERIMENT)
+    tracker = SweepTracker(uri, EXPERIMENT)
     parent = tracker.parent(name, {}, {})
-    run_id = tracker.child(parent, "t0", {}, {"arch_hash": "0" * 16})
+    run_id = tracker.child(parent, "t0", {}, tags={"arch_hash": "0" * 16})
     tracker.log_metrics(run_id, {"map50_95": 0.1, "latency_ms": 1.0, "gflops": 1.0})
     tracker.log_dict(run_id, {"status": status, "weights": str(weights)}, "trial.json")
     tracker.log_text(run_id, "nc: 3\n", "model.yaml")

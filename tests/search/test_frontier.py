@@ -276,7 +276,9 @@ def test_plot_frontier_writes_offline_files(tmp_path):
             r["gflops"] = 50.0 + 10 * r["trial_id"]
     objectives = OBJECTIVES + [Objective("gflops", "minimize")]
     png, page = tmp_path / "front.png", tmp_path / "out" / "front.html"
-    plot_frontier(rows, objectives, png, page, highlight={"base": "unmodified base"}, title="demo <run>")
+    plot_frontier(
+        rows, objectives, png, path_html=page, highlight={"base": "unmodified base"}, title="demo <run>"
+    )
     assert png.stat().st_size > 1000
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     doc = page.read_text(encoding="utf-8")
@@ -287,7 +289,7 @@ def test_plot_frontier_writes_offline_files(tmp_path):
     assert re.search(r"<script[^>]*src\s*=\s*[\"']?https?://", doc, re.I) is None
     assert "http://" not in doc and "https://" not in doc
     with pytest.raises(ValueError):
-        plot_frontier(rows, objectives[:1], png, page)
+        plot_frontier(rows, objectives[:1], png, path_html=page)
 
 
 def test_latency_error_bars_show_the_ratio_interval_the_frontier_decides_with():
@@ -337,8 +339,8 @@ def test_latency_error_bars_show_the_ratio_interval_the_frontier_decides_with():
 def test_latencies_of_different_devices_are_never_compared():
     """On a cluster a trial's latency is its node's: a fast GPU would 'dominate' every trial timed on a slow
     one. Each device gets its own frontier, and the text says so."""
+    from search.results import frontier_text
     from search.space import load_space
-    from search.sweep import frontier_text
 
     objectives = [Objective("map50_95", "maximize"), Objective("latency_ms", "minimize")]
     rows = [

@@ -11,13 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.search.sweeps import sweep_runs
-from tests.search.test_warm_start import SPACE as WARM_SPACE
-from tests.search.test_warm_start import TINY, _layer
+from tests.helpers import INSERT_SPACE, TINY, layer_tensors, sweep_runs
 
 # the warm-start tests' space with a fair warm start, and a second site further on
 SPACE = (
-    WARM_SPACE.replace("denoising: 20}", "denoising: 20, pretrain: 2}")
+    INSERT_SPACE.replace("denoising: 20}", "denoising: 20, pretrain: 2}")
     + """  pan_p5:
     layer: 27
     choices:
@@ -122,11 +120,11 @@ def test_the_base_is_pretrained_once_and_every_site_starts_fresh_from_its_seed(f
         for seed in (0, 1)
     }
     for layer in (0, 11, 28):  # between and after the sites: the pretrained weights, the same for every seed
-        assert _same(_layer(theirs, layer), _layer(started[0], layer))
-        assert _same(_layer(started[0], layer), _layer(started[1], layer))
+        assert _same(layer_tensors(theirs, layer), layer_tensors(started[0], layer))
+        assert _same(layer_tensors(started[0], layer), layer_tensors(started[1], layer))
     for layer in (3, 27):  # the sites: each seed's own draw, not the checkpoint's
-        assert not _same(_layer(theirs, layer), _layer(started[0], layer))
-        assert not _same(_layer(started[0], layer), _layer(started[1], layer))
+        assert not _same(layer_tensors(theirs, layer), layer_tensors(started[0], layer))
+        assert not _same(layer_tensors(started[0], layer), layer_tensors(started[1], layer))
 
 
 def test_a_checkpoint_kept_in_a_sweeps_storage_is_used_as_it_is(tmp_path, monkeypatch):
@@ -141,10 +139,10 @@ def test_a_checkpoint_kept_in_a_sweeps_storage_is_used_as_it_is(tmp_path, monkey
     kept = tmp_path / "storage" / f"{pretrain_key(space, space.budgets['cpu'], None)}.pt"
     kept.parent.mkdir()
     kept.write_bytes(b"the checkpoint of the first run")
-    assert with_pretrain(space, space.budgets["cpu"], None, kept.parent).weights == str(kept)
+    assert with_pretrain(space, space.budgets["cpu"], None, keep_in=kept.parent).weights == str(kept)
     assert not (tmp_path / "empty-cache" / "pretrain").exists()  # nothing was trained
     given = dataclasses.replace(space.budgets["cpu"], weights="/elsewhere/base.pt")
-    assert with_pretrain(space, given, None, kept.parent) is given  # the user's checkpoint wins
+    assert with_pretrain(space, given, None, keep_in=kept.parent) is given  # the user's checkpoint wins
 
 
 def test_a_seeds_fresh_layers_are_reproducible(fair):
@@ -159,7 +157,7 @@ def test_a_seeds_fresh_layers_are_reproducible(fair):
     torch.rand(7)  # whatever came before
     torch.manual_seed(0)
     again = RTDETR(str(yaml_path)).model.float().state_dict()
-    assert _same(_layer(started, 3), _layer(again, 3))
+    assert _same(layer_tensors(started, 3), layer_tensors(again, 3))
 
 
 def test_a_sweep_copies_the_cached_pretrained_base_into_its_storage_and_trains_from_it(fair, tmp_path):
@@ -227,7 +225,7 @@ def test_a_shipped_checkpoint_is_the_warm_start_of_a_fresh_cache_and_only_for_it
 
     monkeypatch.setenv("RTDETR_SEARCH_CACHE", str(tmp_path / "fresh"))  # the data lands elsewhere too
     said.clear()
-    got = pretrain.pretrained_base(space, cpu, None, said.append)
+    got = pretrain.pretrained_base(space, cpu, None, say=said.append)
     assert got.read_bytes() == shipped.read_bytes()
     assert said and "the shipped checkpoint" in said[0] and "not trained again" in said[0], said
     assert not any("pretraining the base" in line for line in said)

@@ -9,45 +9,13 @@ import re
 import shutil
 import subprocess
 from dataclasses import fields
-from html.parser import HTMLParser
 
 import pytest
 
 from search.frontier import Objective, fmt, frontier_table, hypervolume, hypervolume_box
 from search.report import BASE_TEXT, SECTIONS, sweep_report, write_report
 from search.space import Budget, load_space
-
-
-class Tables(HTMLParser):
-    """Every <table>: its attributes and rows of (text, attributes) cells."""
-
-    def __init__(self, doc: str) -> None:
-        super().__init__()
-        self.tables: list[tuple[dict, list[list[tuple[str, dict]]]]] = []
-        self.cell: list | None = None
-        self.feed(doc)
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "table":
-            self.tables.append((dict(attrs), []))
-        elif tag == "tr" and self.tables:
-            self.tables[-1][1].append([])
-        elif tag == "td":
-            self.cell = ["", dict(attrs)]
-
-    def handle_data(self, data):
-        if self.cell is not None:
-            self.cell[0] += data
-
-    def handle_endtag(self, tag):
-        if tag == "td" and self.cell is not None:
-            self.tables[-1][1][-1].append(tuple(self.cell))
-            self.cell = None
-
-    def find(self, **attrs) -> list[list[tuple[str, dict]]]:
-        hits = [rows for a, rows in self.tables if all(a.get(k) == v for k, v in attrs.items())]
-        assert len(hits) == 1, attrs
-        return [r for r in hits[0] if r]  # body rows only
+from tests.helpers import Tables
 
 
 def row(i: int, params: dict, *, m: float, lat: float, gf: float, label: str = "") -> dict:
@@ -288,7 +256,7 @@ def test_the_frontier_png_and_html_mark_the_same_members_as_the_table(placements
 
     space, rows, _ = placements
     objectives = [Objective(o.metric, o.direction) for o in space.objectives]
-    plot_frontier(rows, objectives, tmp_path / "f.png", tmp_path / "f.html")
+    plot_frontier(rows, objectives, tmp_path / "f.png", path_html=tmp_path / "f.html")
     page = (tmp_path / "f.html").read_text()
     front = frontier_table(rows, objectives)
     shown = {c[0] for cells in Tables(page).find() for c in cells if c[0].startswith("trial_")}

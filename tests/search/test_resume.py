@@ -14,13 +14,13 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.search.test_cluster import last_epoch
+from tests.helpers import last_epoch, tiny, uri
 
 pytestmark = pytest.mark.slow
 
 SAMPLES = 2  # architectures: the base (2 seeds) and the hand-made reference (1 seed)
 TRIALS = 3
-TINY = ["--epochs", "2", "--imgsz", "64", "--batch", "8", "--fraction", "0.25"]
+TINY = tiny(epochs=2)
 
 
 def command(tmp: Path, *extra: str) -> list[str]:
@@ -29,10 +29,6 @@ def command(tmp: Path, *extra: str) -> list[str]:
         "--name", "faulty", "--storage-path", str(tmp / "ray"), "--tracking-uri", uri(tmp), *TINY, *extra,
         "--max-concurrent", "1",  # one trial at a time: each kill lands at a known point of one trial
     ]  # fmt: skip
-
-
-def uri(tmp: Path) -> str:
-    return f"sqlite:///{tmp / 'mlflow.db'}"
 
 
 def children(tmp: Path) -> list[mlflow.entities.Run]:

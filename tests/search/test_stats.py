@@ -95,7 +95,9 @@ def test_two_architectures_within_the_noise_floor_are_tied_on_the_frontier():
     noise = {"map50_95": (0.03, 4), "latency_ms": (0.5, 4)}
     a, b = _arch("a", 0.31, 10.2), _arch("b", 0.30, 10.0)
     # without noise each wins one objective; within noise neither beats the other: both stay, tied
-    assert not noisy_dominates(a, b, OBJECTIVES, noise) and not noisy_dominates(b, a, OBJECTIVES, noise)
+    assert not noisy_dominates(a, b, OBJECTIVES, noise=noise) and not noisy_dominates(
+        b, a, OBJECTIVES, noise=noise
+    )
     front = frontier_table([a, b], OBJECTIVES, noise)
     assert {r["label"] for r in front} == {"a", "b"}
     assert close_groups(front, ["map50_95", "latency_ms"], noise) == [[a, b]]
@@ -107,7 +109,7 @@ def test_two_architectures_within_the_noise_floor_are_tied_on_the_frontier():
 def test_an_architecture_better_by_far_more_than_the_noise_dominates():
     noise = {"map50_95": (0.03, 4), "latency_ms": (0.5, 4)}
     a, b = _arch("a", 0.60, 10.1), _arch("b", 0.30, 10.0)  # latency: within noise; mAP: far beyond it
-    assert noisy_dominates(a, b, OBJECTIVES, noise)
+    assert noisy_dominates(a, b, OBJECTIVES, noise=noise)
     assert frontier_table([a, b], OBJECTIVES, noise) == [a]
     assert frontier_table([a, b], OBJECTIVES) == [a, b]  # the exact frontier keeps b for its 0.1 ms
     assert close_groups([a], ["map50_95"], noise) == []
@@ -128,7 +130,7 @@ def test_latency_is_compared_through_its_interleaved_ratio_to_the_base_where_row
     fast = {**_arch("fast", 0.30, 20.0), "latency_ratio": 0.80}
     slow = {**_arch("slow", 0.30, 21.0), "latency_ratio": 1.00}
     # the absolute medians differ by 1 ms within a seed spread of 3 ms; the ratios by 0.2 against 0.01
-    assert noisy_dominates(fast, slow, OBJECTIVES, noise)
+    assert noisy_dominates(fast, slow, OBJECTIVES, noise=noise)
     assert frontier_table([fast, slow], OBJECTIVES, noise) == [fast]
     notes = frontier_notes([fast], OBJECTIVES, noise)
     assert any(
@@ -139,7 +141,7 @@ def test_latency_is_compared_through_its_interleaved_ratio_to_the_base_where_row
     assert frontier_table([fast, slow], OBJECTIVES, absolute) == [fast, slow]
     assert close_groups([fast, slow], ["latency_ms"], absolute) == [[fast, slow]]
     unrated = {**slow, "latency_ratio": math.nan}
-    assert not noisy_dominates(fast, unrated, OBJECTIVES, noise)
+    assert not noisy_dominates(fast, unrated, OBJECTIVES, noise=noise)
     # the ratio decides the other way too: medians 2 ms apart, ratios within their noise, a tie
     twin = {**_arch("twin", 0.30, 23.0), "latency_ratio": 0.805}
     assert close_groups([fast, twin], ["map50_95", "latency_ms"], noise) == [[fast, twin]]

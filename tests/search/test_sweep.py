@@ -13,9 +13,8 @@ import mlflow
 import pytest
 import torch
 
-from tests.search.sweeps import sweep_runs
+from tests.helpers import TINY, Tables, sweep_runs, uri
 
-TINY = ["--epochs", "1", "--imgsz", "64", "--batch", "8", "--fraction", "0.25"]
 METRICS = ("map50_95", "map50", "latency_ms", "gflops", "n_params")
 
 FAIL_SPACE = """
@@ -51,10 +50,6 @@ def sweep(tmp: Path, *args: str) -> subprocess.CompletedProcess:
         *args,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
-
-
-def uri(tmp: Path) -> str:
-    return f"sqlite:///{tmp / 'mlflow.db'}"
 
 
 def runs(tmp: Path):
@@ -207,7 +202,6 @@ def test_the_noise_aware_frontier_is_tagged_and_attached_to_the_parent(grid_swee
     report = report.replace("&#x27;", "'")
     assert f"{BASE_TEXT}: large marker" in report and f"{HAND_TEXT}: large marker" in report
     assert "not among these trials" not in report
-    from tests.search.test_report import Tables
 
     labels = {cells[-2][0]: cells[1][0] for cells in Tables(report).find(id="trials")}
     assert labels == {"(base)": "base", "stage3=ori": "hand", "stage3=gate": ""}
@@ -508,6 +502,5 @@ def test_the_ablation_sampler_trains_the_base_and_every_single_change_of_placeme
     assert [r["change"] for r in rows] == expected
     assert all(r["base_seeds"] == 2 and r["n_seeds"] == 1 for r in rows)
     report = Path(client.download_artifacts(parent.info.run_id, "report.html", str(tmp_path))).read_text()
-    from tests.search.test_report import Tables
 
     assert [cells[0][0] for cells in Tables(report).find(id="ablation")] == expected

@@ -13,14 +13,12 @@ import mlflow
 import pytest
 from optuna.trial import TrialState
 
+from search.config import SweepConfig
+from search.searcher import make_searcher
 from search.space import load_space
-from search.sweep import SweepConfig, make_searcher
+from tests.helpers import tiny, uri
 
-TINY = ["--imgsz", "64", "--batch", "8", "--fraction", "0.25"]
-
-
-def uri(tmp: Path) -> str:
-    return f"sqlite:///{tmp / 'mlflow.db'}"
+TINY = tiny()[2:]  # the tiny budget without its epochs: each test sets its own
 
 
 def sweep(tmp: Path, *args: str, space: str = "modes") -> list[mlflow.entities.Run]:
@@ -248,7 +246,7 @@ def test_every_sampler_proposes_points_of_the_space_the_base_first(sampler):
 
 
 def test_the_ablation_plan_is_the_base_and_every_single_change():
-    from search.sweep import sweep_plan
+    from search.plan import sweep_plan
 
     space = load_space("placements")
     points, seeds, n_trials = sweep_plan(
@@ -269,6 +267,30 @@ def test_the_ablation_plan_is_the_base_and_every_single_change():
     assert sweep_plan(SweepConfig(space=modes, budget="cpu", sampler="grid", samples=3))[2] == 2 + 1 + 1
 
 
+def test_the_default_plan_fills_its_last_round_of_trials():
+    """No slot idles while the last trial trains alone: the default count of sampled architectures is
+    raised until the trials fill whole rounds (the first command: the base's 2 seeds and 6 placements on
+    two one-CPU slots, not 5 with the last trial alone)."""
+    import dataclasses
+
+    from search.plan import fill_last_round, sweep_plan
+
+    two = SweepConfig(space=load_space("placements"), budget="cpu", samples=5, max_concurrent=2)
+    filled = fill_last_round(two)
+    assert filled.samples == 6 and sweep_plan(filled)[2] == 8
+    assert fill_last_round(dataclasses.replace(two, samples=6)).samples == 6  # full rounds already
+    four = fill_last_round(dataclasses.replace(two, max_concurrent=4))
+    assert four.samples == 6 and sweep_plan(four)[2] % 4 == 0
+    three = fill_last_round(dataclasses.replace(two, max_concurrent=3, repeats=2))
+    assert sweep_plan(three)[2] % 3 == 0 and 5 <= three.samples < 5 + 3
+    assert fill_last_round(dataclasses.replace(two, max_concurrent=1)).samples == 5  # one slot: nothing idles
+    # never past the space, and a fixed list is kept as it is
+    modes = SweepConfig(space=load_space("modes"), budget="cpu", samples=3, max_concurrent=4)
+    assert fill_last_round(modes).samples == 3
+    ablation = dataclasses.replace(two, sampler="ablation")
+    assert fill_last_round(ablation) is ablation
+
+
 def test_a_time_budget_keeps_the_bases_seeds_and_starts_no_trial_that_would_end_past_it(tmp_path):
     kids = sweep(tmp_path, "--epochs", "1", "--time-budget", "0.05", "--max-concurrent", "1")
     assert sorted(k.data.params["stage3"] for k in kids) == ["keep", "keep"]  # the base's 2 seeds, never cut
@@ -281,7 +303,7 @@ def test_a_time_budget_keeps_the_bases_seeds_and_starts_no_trial_that_would_end_
 def test_the_time_budget_counts_the_longest_trial_so_far():
     from ray.tune.search import Searcher
 
-    from search.sweep import Seeds
+    from search.searcher import Seeds
 
     class Points(Searcher):
         def __init__(self):
@@ -312,8 +334,8 @@ def test_the_time_budget_counts_the_longest_trial_so_far():
 def test_the_live_frontier_line_is_noise_aware_like_the_final_table():
     """A placement 0.005 'better' on mAP within a two-seed noise, and 1 % dearer in exact GFLOPs, is
     dominated by the base; the progress line counts the same frontier the final table will show."""
+    from search.progress import Progress
     from search.space import Objective
-    from search.sweep import Progress
 
     objectives = [Objective("map50_95", "maximize"), Objective("gflops", "minimize")]
     progress = Progress(lambda line: None, objectives, 3)

@@ -99,11 +99,11 @@ def test_parent_is_idempotent_and_reopens(tracker: SweepTracker) -> None:
 def test_child_is_one_run_per_trial_id(tracker: SweepTracker) -> None:
     pid = tracker.parent("sweep", {}, {})
     params = {"site.backbone": "ori", "lr": 0.01}
-    cid = tracker.child(pid, "trial_0001", params, {"mlflow.runName": "t1 ori"})
+    cid = tracker.child(pid, "trial_0001", params, tags={"mlflow.runName": "t1 ori"})
     # Reattaching with the same params (a resume) and even a changed one must not raise.
-    assert tracker.child(pid, "trial_0001", params, {}) == cid
-    assert tracker.child(pid, "trial_0001", {**params, "lr": 0.5, "new": 1}, {}) == cid
-    other = tracker.child(pid, "trial_0002", params, {})
+    assert tracker.child(pid, "trial_0001", params, tags={}) == cid
+    assert tracker.child(pid, "trial_0001", {**params, "lr": 0.5, "new": 1}, tags={}) == cid
+    other = tracker.child(pid, "trial_0002", params, tags={})
     assert other != cid
 
     runs = tracker.children(pid)
@@ -116,15 +116,15 @@ def test_child_is_one_run_per_trial_id(tracker: SweepTracker) -> None:
     assert {r.info.run_id for r in tracker.runs_for_sweep("sweep")} == {pid, cid, other}
 
     tracker.finish(cid)
-    assert tracker.child(pid, "trial_0001", params, {}, reopen=False) == cid
+    assert tracker.child(pid, "trial_0001", params, tags={}, reopen=False) == cid
     assert tracker.client.get_run(cid).info.status == "FINISHED"
-    tracker.child(pid, "trial_0001", params, {})
+    tracker.child(pid, "trial_0001", params, tags={})
     assert tracker.client.get_run(cid).info.status == "RUNNING"
 
 
 def test_metrics_logged_under_sanitized_names(tracker: SweepTracker) -> None:
     pid = tracker.parent("sweep", {}, {})
-    cid = tracker.child(pid, "t", {}, {})
+    cid = tracker.child(pid, "t", {}, tags={})
     for epoch, value in enumerate([0.1, 0.2]):
         tracker.log_metrics(cid, {"metrics/mAP50-95(B)": value, "train/loss": math.nan}, step=epoch)
     run = tracker.client.get_run(cid)
@@ -135,7 +135,7 @@ def test_metrics_logged_under_sanitized_names(tracker: SweepTracker) -> None:
 
 def test_finish_with_error_sets_failed_tag_and_artifact(tracker: SweepTracker, tmp_path: Path) -> None:
     pid = tracker.parent("sweep", {}, {})
-    cid = tracker.child(pid, "t", {}, {})
+    cid = tracker.child(pid, "t", {}, tags={})
     error = "Traceback ...\n" + "x" * 6000
     tracker.finish(cid, status="FAILED", error=error)
     run = tracker.client.get_run(cid)
@@ -156,7 +156,7 @@ def test_finish_rejects_unknown_status(tracker: SweepTracker) -> None:
 def test_a_deleted_run_is_ended_first(tracker: SweepTracker) -> None:
     """A seed that lost the race for its architecture's run deletes the one it opened: not left RUNNING."""
     pid = tracker.parent("sweep", {}, {})
-    lost = tracker.create_child(pid, "architecture", {}, {})
+    lost = tracker.create_child(pid, "architecture", {}, tags={})
     tracker.delete(lost)
     run = tracker.client.get_run(lost)
     assert (run.info.lifecycle_stage, run.info.status) == ("deleted", "KILLED")
@@ -165,8 +165,8 @@ def test_a_deleted_run_is_ended_first(tracker: SweepTracker) -> None:
 
 def test_close_dangling_kills_running_children(tracker: SweepTracker) -> None:
     pid = tracker.parent("sweep", {}, {})
-    done = tracker.child(pid, "a", {}, {})
-    dangling = tracker.child(pid, "b", {}, {})
+    done = tracker.child(pid, "a", {}, tags={})
+    dangling = tracker.child(pid, "b", {}, tags={})
     tracker.finish(done)
     assert tracker.close_dangling(pid) == [dangling]
     statuses = {r.info.run_id: r.info.status for r in tracker.children(pid)}

@@ -17,9 +17,10 @@ from ultralytics.nn.tasks import RTDETRDetectionModel
 
 from search.materialize import materialize
 from search.space import load_space
-from search.trial import TrialFailed, TrialSpec, run_trial, with_classes
+from search.training import TrialFailed, TrialSpec, run_trial, with_classes
+from tests.helpers import tiny
 
-TINY = ["--epochs", "2", "--imgsz", "64", "--batch", "8", "--fraction", "0.5"]
+TINY = tiny(epochs=2, fraction=0.5)
 KEYS = (
     "arch_hash", "map50_95", "map50", "latency_ms", "latency_p90_ms", "latency_iqr_ms", "latency_device",
     "latency_imgsz", "gflops", "n_params", "epochs_done", "train_s",
@@ -311,7 +312,7 @@ def test_a_checkpoint_holding_foreign_objects_is_refused_before_ultralytics_open
     is never unpickled."""
     import os
 
-    from search.trial import safe_checkpoint
+    from search.training import safe_checkpoint
 
     space = load_space("modes")
     model_yaml = with_classes(materialize(space, {"stage3": "ori"}, budget=space.budgets["cpu"])[0], 3)
@@ -341,7 +342,7 @@ def test_a_checkpoint_holding_foreign_objects_is_refused_before_ultralytics_open
 def test_amp_is_decided_offline_and_said(tmp_path):
     """On a GPU, Ultralytics' AMP check loads a small model it would download: offline, AMP is on only when
     that model is already there, and the reason is part of the trial's result either way."""
-    from search.trial import AMP_CHECK_WEIGHTS, amp_decision
+    from search.training import AMP_CHECK_WEIGHTS, amp_decision
 
     assert amp_decision("cpu", tmp_path) == (False, "AMP off: cpu training")
     on, why = amp_decision("0", tmp_path)
@@ -352,7 +353,7 @@ def test_amp_is_decided_offline_and_said(tmp_path):
 
 
 def test_data_loader_workers_follow_the_trials_cpus():
-    from search.sweep import default_cpus_per_trial, loader_workers
+    from search.config import default_cpus_per_trial, loader_workers
 
     assert loader_workers(1) == 0 and loader_workers(1.5) == 0 and loader_workers(8) == 7
     assert loader_workers(8, budget_workers=2) == 2  # a budget that says so wins
@@ -362,11 +363,19 @@ def test_data_loader_workers_follow_the_trials_cpus():
 
 
 def test_trials_at_once_fill_the_gpu_slots_or_the_cpus():
-    from search.sweep import default_concurrency
+    from search.config import default_concurrency
 
-    assert default_concurrency(2, 0, 0, 1) == 2  # 2 cores, no GPU: two one-CPU trials at once, not one
-    assert default_concurrency(16, 0, 0, 4) == 4 and default_concurrency(1, 0, 0, 1) == 1
-    assert default_concurrency(16, 2, 1, 8) == 2 and default_concurrency(16, 1, 0.5, 8) == 2  # GPU slots
+    assert (
+        default_concurrency(2, 0, 0, cpus_per_trial=1) == 2
+    )  # 2 cores, no GPU: two one-CPU trials at once, not one
+    assert (
+        default_concurrency(16, 0, 0, cpus_per_trial=4) == 4
+        and default_concurrency(1, 0, 0, cpus_per_trial=1) == 1
+    )
+    assert (
+        default_concurrency(16, 2, 1, cpus_per_trial=8) == 2
+        and default_concurrency(16, 1, 0.5, cpus_per_trial=8) == 2
+    )  # GPU slots
 
 
 @pytest.mark.parametrize("threads", [1, 2])

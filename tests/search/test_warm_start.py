@@ -10,26 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.search.sweeps import sweep_runs
-
-TINY = ["--epochs", "1", "--imgsz", "64", "--batch", "8", "--fraction", "0.25"]
-SPACE = """
-name: insert
-base: rtdetr-l
-objectives:
-  - {metric: map50_95, direction: maximize}
-  - {metric: gflops, direction: minimize}
-budgets:
-  cpu: {epochs: 1, imgsz: 64, batch: 8, fraction: 0.25, width: 0.25, depth: 0.34, hidden_dim: 64, queries: 100,
-        ffn: 256, denoising: 20}
-  full: {epochs: 1, imgsz: 64, batch: 8}
-sites:
-  stage2:
-    layer: 3
-    choices:
-      keep: keep
-      after: {op: insert, block: GhostModuleV3, mode: ori}
-"""
+from tests.helpers import INSERT_SPACE, TINY, Tables, layer_tensors, sweep_runs
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +18,13 @@ def base_checkpoint(tmp_path_factory) -> tuple[Path, Path]:
     """The space and a checkpoint of its base, trained here for one epoch."""
     tmp = tmp_path_factory.mktemp("warm")
     space = tmp / "insert.yaml"
-    space.write_text(SPACE)
+    space.write_text(INSERT_SPACE)
     done = subprocess.run(
         [sys.executable, "-m", "search.trial", "--space", str(space), "--budget", "cpu", *TINY, "--out", str(tmp / "base")],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return space, Path(json.loads(done.stdout)["last"])
-
-
-def _layer(state: dict, index: int) -> dict[str, torch.Tensor]:
-    prefix = f"model.{index}."
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def test_an_inserted_block_shifts_the_layers_after_it_and_they_still_get_their_weights(
@@ -59,7 +35,7 @@ def test_an_inserted_block_shifts_the_layers_after_it_and_they_still_get_their_w
 
     from search.materialize import layer_map, materialize
     from search.space import load_space
-    from search.trial import TrialSpec, _warm_start
+    from search.training import TrialSpec, _warm_start
 
     space_file, checkpoint = base_checkpoint
     space = load_space(str(space_file))
@@ -71,14 +47,14 @@ def test_an_inserted_block_shifts_the_layers_after_it_and_they_still_get_their_w
     assert spec.weights is None  # the budget names no checkpoint
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    mapped = _warm_start(RTDETR(str(tmp_path / "m.yaml")), str(checkpoint), tmp_path / "a", mapping)
-    plain = _warm_start(RTDETR(str(tmp_path / "m.yaml")), str(checkpoint), tmp_path / "b", None)
+    mapped = _warm_start(RTDETR(str(tmp_path / "m.yaml")), str(checkpoint), tmp_path / "a", layer_map=mapping)
+    plain = _warm_start(RTDETR(str(tmp_path / "m.yaml")), str(checkpoint), tmp_path / "b", layer_map=None)
     assert mapped["warm_start_fresh_layers"] == [4] and mapped["warm_start_skipped"] == 0
     assert plain["warm_start_loaded"] < mapped["warm_start_loaded"]  # without the map, shifted layers miss
     theirs = load_checkpoint(str(checkpoint))[0].float().state_dict()
     started = load_checkpoint(str(tmp_path / "a" / "warm_start.pt"))[0].float().state_dict()
     for old, new in ((4, 5), (5, 6), (27, 28)):  # after the insertion: each layer holds its own tensors
-        a, b = _layer(theirs, old), _layer(started, new)
+        a, b = layer_tensors(theirs, old), layer_tensors(started, new)
         assert a.keys() == b.keys() and a
         assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -104,7 +80,6 @@ def test_a_warm_started_sweep_records_what_each_trial_loaded(base_checkpoint, tm
         else:  # only the inserted block starts fresh
             assert m["warm_start/new"] > 0 and tags["warm_start.fresh_layers"] == "4"
     report = Path(client.download_artifacts(parent.info.run_id, "report.html", str(tmp_path))).read_text()
-    from tests.search.test_report import Tables
 
     rows = {cells[0][0]: [c[0] for c in cells[1:]] for cells in Tables(report).find(id="warm-start")}
     assert rows["stage2=after"][3] == "4" and rows["(base)"][2] == "0"
