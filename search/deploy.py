@@ -23,7 +23,7 @@ import numpy as np
 from . import ultra
 from .checkpoint import CheckpointError
 from .checkpoint import load as load_checkpoint_safely
-from .records import OK, ROLE_ARCH, ROLE_PARENT, ROLE_TRIAL, Tag, run_row
+from .records import OK, ROLE_ARCH, ROLE_TRIAL, Tag, run_row
 
 __all__ = [
     "ATOL",
@@ -141,7 +141,9 @@ def frontier_architectures(client: Any, seeds: Sequence[Any]) -> list[tuple[Any,
     for seed in seeds:
         parent_id = seed.data.tags.get(Tag.PARENT, "")
         if parent_id not in groups:
-            parent = client.get_run(parent_id) if parent_id else None
+            from .tracking import get_run as get_run_or_none
+
+            parent = get_run_or_none(client, parent_id) if parent_id else None
             if parent is None or parent.data.tags.get(Tag.ROLE) != ROLE_ARCH:
                 groups[seed.info.run_id] = (seed, [seed])
                 continue
@@ -152,21 +154,14 @@ def frontier_architectures(client: Any, seeds: Sequence[Any]) -> list[tuple[Any,
 
 # ------------------------------------------------------------------------------------------- MLflow
 def open_store(uri: str):
-    """An MLflow client on an existing store; raises ExportError instead of creating an empty one."""
-    import mlflow
+    """An MLflow client on an existing store (:func:`search.tracking.open_store`); ExportError if there is none."""
+    from .tracking import TrackingError
+    from .tracking import open_store as open_existing
 
-    from .tracking import TrackingError, check_tracking, local_store_path
-
-    local = local_store_path(uri)
-    if local is not None:
-        if local[1] is None or not local[1].exists():  # MLflow would silently create an empty store
-            raise ExportError(f"no MLflow tracking store at {uri}")
-    else:
-        try:
-            check_tracking(uri)
-        except TrackingError as exc:
-            raise ExportError(str(exc)) from None
-    return mlflow.MlflowClient(tracking_uri=uri)
+    try:
+        return open_existing(uri)
+    except TrackingError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def frontier_runs(client: Any, experiment: str, sweep: str) -> list[Any]:
@@ -193,10 +188,9 @@ def sweep_objectives(client: Any, experiment: str, sweep: str) -> tuple[tuple[st
     """The sweep's objectives as ``(metric, maximize)``, from its space; the default knee objectives if the
     space file cannot be read on this machine."""
     from .space import SpaceError, load_space
-    from .tracking import SweepTracker
+    from .tracking import find_parent
 
-    runs = SweepTracker(client.tracking_uri, experiment).runs_for_sweep(sweep)
-    parent = next((r for r in runs if r.data.tags.get(Tag.ROLE) == ROLE_PARENT), None)
+    parent = find_parent(client.tracking_uri, experiment, sweep)
     try:
         space = load_space(parent.data.params["space_file"])
     except (AttributeError, KeyError, SpaceError) as exc:
@@ -207,12 +201,11 @@ def sweep_objectives(client: Any, experiment: str, sweep: str) -> tuple[tuple[st
 
 def get_run(client: Any, run_id: str) -> Any:
     """A finished, ok trial run by id."""
-    from mlflow.exceptions import MlflowException
+    from .tracking import get_run as find_run
 
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise ExportError(f"no MLflow run with id {run_id!r} in {client.tracking_uri}") from None
+    run = find_run(client, run_id)
+    if run is None:
+        raise ExportError(f"no MLflow run with id {run_id!r} in {client.tracking_uri}")
     tags = run.data.tags
     if run.info.status != "FINISHED" or tags.get(Tag.STATUS) != OK:
         raise ExportError(
@@ -225,12 +218,12 @@ def get_run(client: Any, run_id: str) -> Any:
 
 
 def _download(client: Any, run_id: str, name: str, *, dst: Path) -> Path:
-    from mlflow.exceptions import MlflowException
+    from .tracking import download_artifact
 
-    try:
-        return Path(client.download_artifacts(run_id, name, str(dst)))
-    except (MlflowException, OSError):
-        raise ExportError(f"run {run_id} has no {name} artifact") from None
+    path = download_artifact(client, run_id, name, dst=dst)
+    if path is None:
+        raise ExportError(f"run {run_id} has no {name} artifact")
+    return path
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -411,7 +404,9 @@ def export_run(
     if imgsz is None:
         ckpt, _ = torch_safe_load(str(weights))
         parent_id = run.data.tags.get(Tag.PARENT)
-        parent = client.get_run(parent_id) if parent_id else None
+        from .tracking import get_run as get_run_or_none
+
+        parent = get_run_or_none(client, parent_id) if parent_id else None
         imgsz = trial_imgsz(trial, ckpt.get("train_args") or {}, run, parent=parent)
     deploy_pt = out / "deploy.pt"
     LOGGER.info("run %s: deploy form of %s -> %s", run_id, weights, deploy_pt)

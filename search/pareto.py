@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     from .ablation import ablation_table, ablation_text
     from .frontier import frontier_table
     from .records import EXPERIMENT, Tag
-    from .results import frontier_text, noise_of, trial_rows
+    from .results import architecture_table, frontier_text, noise_of
     from .space import SpaceError, load_space
     from .tracking import SweepTracker, TrackingError, check_tracking, default_tracking_uri
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TrackingError, SpaceError, ValueError, KeyError) as exc:
         return usage_error(exc)
     objectives = list(space.objectives)
-    rows = trial_rows(tracker, parent.info.run_id, space)
+    rows = architecture_table(tracker, parent.info.run_id, space)
     noise = noise_of(rows, space.objectives)
     front = frontier_table(rows, objectives, noise)
     if args.table == "ablation":

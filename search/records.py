@@ -26,7 +26,7 @@ __all__ = [
     "choices_text",
     "Tag",
     "run_row",
-    "trial_rows",
+    "seed_rows_of",
     "FAILED",
     "INFEASIBLE",
     "LOST",
@@ -145,7 +145,7 @@ def run_row(run, site_names: list[str]) -> dict | None:
     }
 
 
-def trial_rows(runs: list, site_names: list[str]) -> list[dict]:
+def seed_rows_of(runs: list, site_names: list[str]) -> list[dict]:
     """The rows of a sweep's trial runs (one per trained seed), in the order the trials ended."""
     ordered = sorted(runs, key=lambda r: (r.info.end_time or 0, r.info.run_id))
     return [row for run in ordered if (row := run_row(run, site_names)) is not None]

@@ -446,7 +446,7 @@ def sweep_report(
     Args:
         space: the sweep's space.
         budget: the (resolved) budget its trials trained under.
-        rows: finished trials as :func:`search.results.trial_rows` builds them, in the order they finished.
+        rows: finished trials as :func:`search.results.architecture_table` builds them, in the order they finished.
         title: page title (default: ``"<space name> sweep report"``).
         marks: ``arch_hash -> reference name``: rows with such a hash are marked as that reference (the
             space's ``references`` give the captions).

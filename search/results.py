@@ -37,7 +37,7 @@ __all__ = [
     "outcome_lines",
     "seed_rows",
     "time_base_alone",
-    "trial_rows",
+    "architecture_table",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -46,10 +46,10 @@ LOGGER = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------- frontier
 def seed_rows(tracker: SweepTracker, parent_id: str, space: Space) -> list[dict]:
     """A sweep's trained seeds, one row each, in the order they ended (reused results excluded)."""
-    return records.trial_rows(tracker.trials(parent_id), [s.name for s in space.sites])
+    return records.seed_rows_of(tracker.trials(parent_id), [s.name for s in space.sites])
 
 
-def trial_rows(tracker: SweepTracker, parent_id: str, space: Space) -> list[dict]:
+def architecture_table(tracker: SweepTracker, parent_id: str, space: Space) -> list[dict]:
     """A sweep's architectures with at least one trained seed, one row each (means over the seeds;
     see :func:`search.records.architecture_rows`), in the order they first finished."""
     rows = records.architecture_rows(seed_rows(tracker, parent_id, space))
@@ -119,7 +119,7 @@ def finalize(
     references = reference_hashes(space, budget, nc)  # the points the space names, marked as such
     rows = [
         {**r, "label": references.get(r["arch_hash"], r["label"])}
-        for r in trial_rows(tracker, parent_id, space)
+        for r in architecture_table(tracker, parent_id, space)
     ]
     noise = noise_of(rows, space.objectives)
     front = frontier_table(rows, objectives, noise)
@@ -277,7 +277,7 @@ def update_architecture(
     ``n_seeds``, so MLflow shows the latest), and end it once ``seeds`` of its seeds have an outcome
     (``None``: end it now, the sweep is over)."""
     children = tracker.children(arch_run)
-    rows = records.trial_rows(children, [s.name for s in space.sites])
+    rows = records.seed_rows_of(children, [s.name for s in space.sites])
     metrics = architecture_metrics(rows)
     run = tracker.run(arch_run)
     if metrics and run.data.metrics.get("n_seeds") != metrics["n_seeds"]:

@@ -119,7 +119,12 @@ def _parser() -> argparse.ArgumentParser:
         help="train exactly the frontier of the past sweep NAME (in the same tracking store), in its space, "
         "e.g. again with --budget full; the base comes first as in every sweep",
     )
-    p.add_argument("--scheduler", choices=("asha",), help="early stopping on mAP, per epoch")
+    p.add_argument(
+        "--scheduler",
+        choices=("asha", "moasha"),
+        help="early stopping at rungs of epochs: asha ranks on the first objective, moasha by noise-aware "
+        "non-dominated sorting over all of them (a cheap, slightly less accurate trial goes on)",
+    )
     p.add_argument(
         "--latency-precision",
         choices=("fp16", "fp32"),

@@ -161,6 +161,16 @@ def run_sweep(
                 # its last report and before the final validation of best.pt, so no trial would finish
                 stop_last_trials=False,
             )
+        elif config.scheduler == "moasha":
+            from .moasha import MOASHA
+
+            base = space.base_point
+            scheduler = MOASHA(
+                space.objectives,
+                is_base=lambda c: base is not None and all(c.get(k) == v for k, v in base.items()),
+                max_t=budget.epochs,
+                grace_period=max(1, budget.epochs // 4),
+            )
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(

@@ -39,7 +39,10 @@ __all__ = [
     "TrackingError",
     "check_tracking",
     "default_tracking_uri",
+    "download_artifact",
     "find_parent",
+    "get_run",
+    "open_store",
     "local_store_path",
     "git_commit",
     "sanitize_metric_name",
@@ -219,6 +222,38 @@ def find_parent(uri: str, experiment: str, sweep_name: str) -> mlflow.entities.R
         max_results=1,
     )
     return found[0] if found else None
+
+
+def open_store(uri: str) -> mlflow.MlflowClient:
+    """A client on an existing store, for reading a finished sweep; TrackingError instead of creating an
+    empty one (a local store that is not there) or waiting on a server that does not answer."""
+    local = local_store_path(uri)
+    if local is not None:
+        if local[1] is None or not local[1].exists():  # MLflow would silently create an empty store
+            raise TrackingError(f"no MLflow tracking store at {uri}")
+    else:
+        check_tracking(uri)
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def get_run(client: mlflow.MlflowClient, run_id: str) -> mlflow.entities.Run | None:
+    """The run ``run_id``; None when the store has none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        return None
+
+
+def download_artifact(client: mlflow.MlflowClient, run_id: str, name: str, *, dst: Path) -> Path | None:
+    """The run's artifact ``name`` downloaded into ``dst``; None when the run has none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(client.download_artifacts(run_id, name, str(dst)))
+    except (MlflowException, OSError):
+        return None
 
 
 # --------------------------------------------------------------------------- names and values

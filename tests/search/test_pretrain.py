@@ -252,6 +252,7 @@ def test_every_shipped_space_finds_its_warm_start_shipped(monkeypatch):
     from search import pretrain
     from search.checkpoint import check_weights
     from search.data import CLASS_NAMES
+    from search.recipe import base_model_yaml
     from search.space import list_spaces, load_space
 
     monkeypatch.delenv("RTDETR_SEARCH_SHAPES")  # the default built-in data a user's sweep trains on
@@ -268,7 +269,7 @@ def test_every_shipped_space_finds_its_warm_start_shipped(monkeypatch):
             assert meta["recipe"]["seed"] == pretrain.PRETRAIN_SEED
             if path not in found:
                 found.add(path)
-                yaml = pretrain._base_yaml(space, budget)  # noqa: SLF001
+                yaml = base_model_yaml(space, budget)
                 base = RTDETRDetectionModel(yaml, nc=len(CLASS_NAMES), verbose=False)  # the built-in data's
                 line = check_weights(path, base)
                 total = len(base.state_dict())
