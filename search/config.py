@@ -8,15 +8,17 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .pretrain import kept_checkpoint
 from .recipe import resolve_budget
 from .records import (
     EXPERIMENT,
 )
-from .space import Budget, Space
+from .space import Budget, Choice, Space
 
 __all__ = [
+    "space_document",
     "FIXED_SAMPLERS",
     "SAMPLERS",
     "SETUP_FLAGS",
@@ -210,3 +212,43 @@ def setup_changes(recorded: dict[str, str], now: dict[str, str]) -> list[str]:
 
 def experiment_path(config: SweepConfig) -> Path:
     return Path(config.storage_path).resolve() / config.name
+
+
+def space_document(space: Space, budget: Budget | None = None) -> dict:
+    """The space as a space file would say it, with ``budget`` (e.g. one resolved with a sweep's flags) in
+    place of the budget of its name. It loads as a space again.
+
+    Logged with a sweep, so the run records exactly what its trials were built and trained from.
+    """
+
+    def choice(c: Choice) -> Any:
+        if c.op == "keep":
+            return "keep"
+        out = {"op": c.op, "block": c.block, "mode": c.mode}
+        if c.args is not None:
+            out["args"] = list(c.args)
+        if c.repeats is not None:
+            out["repeats"] = c.repeats
+        return out
+
+    budgets = list({**space.budgets, **({budget.name: budget} if budget is not None else {})}.values())
+    doc = {
+        "name": space.name,
+        "description": space.description,
+        "base": space.base,
+        "objectives": [{"metric": o.metric, "direction": o.direction} for o in space.objectives],
+        "map_evaluator": space.map_evaluator,
+        "constraints": dataclasses.asdict(space.constraints),
+        "budgets": {
+            b.name: {k: v for k, v in dataclasses.asdict(b).items() if k != "name" and v not in (None, {})}
+            for b in budgets
+        },
+        "sites": {
+            s.name: {"layer": s.layer, "choices": {c.name: choice(c) for c in s.choices}} for s in space.sites
+        },
+    }
+    if space.references:
+        doc["references"] = {
+            r.name: {"params": dict(r.params), "caption": r.caption} for r in space.references
+        }
+    return doc

@@ -46,7 +46,6 @@ __all__ = [
     "load_base",
     "load_space",
     "parse_space",
-    "space_document",
     "validate_params",
 ]
 
@@ -667,46 +666,6 @@ def _references(space: Space, raw: Any) -> tuple[Reference, ...]:
             raise _err(path, f"{key}.params", str(e).split(": ", 2)[-1]) from None
         out.append(Reference(rname, tuple(params.items()), rraw["caption"]))
     return tuple(out)
-
-
-def space_document(space: Space, budget: Budget | None = None) -> dict:
-    """The space as a space file would say it, with ``budget`` (e.g. one resolved with a sweep's flags) in
-    place of the budget of its name. It loads as a space again.
-
-    Logged with a sweep, so the run records exactly what its trials were built and trained from.
-    """
-
-    def choice(c: Choice) -> Any:
-        if c.op == "keep":
-            return "keep"
-        out = {"op": c.op, "block": c.block, "mode": c.mode}
-        if c.args is not None:
-            out["args"] = list(c.args)
-        if c.repeats is not None:
-            out["repeats"] = c.repeats
-        return out
-
-    budgets = list({**space.budgets, **({budget.name: budget} if budget is not None else {})}.values())
-    doc = {
-        "name": space.name,
-        "description": space.description,
-        "base": space.base,
-        "objectives": [{"metric": o.metric, "direction": o.direction} for o in space.objectives],
-        "map_evaluator": space.map_evaluator,
-        "constraints": dataclasses.asdict(space.constraints),
-        "budgets": {
-            b.name: {k: v for k, v in dataclasses.asdict(b).items() if k != "name" and v not in (None, {})}
-            for b in budgets
-        },
-        "sites": {
-            s.name: {"layer": s.layer, "choices": {c.name: choice(c) for c in s.choices}} for s in space.sites
-        },
-    }
-    if space.references:
-        doc["references"] = {
-            r.name: {"params": dict(r.params), "caption": r.caption} for r in space.references
-        }
-    return doc
 
 
 def validate_params(space: Space, params: dict[str, str]) -> dict[str, str]:

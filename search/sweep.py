@@ -91,7 +91,7 @@ def run_sweep(
     where = f"MLflow {config.tracking_uri} experiment '{config.experiment}' run {parent_id}"
     import yaml
 
-    from .space import space_document
+    from .config import space_document
     from .training import prepare_data
 
     # what the trials are built and trained from, in file order (it means something: the first keep is

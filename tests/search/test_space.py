@@ -460,7 +460,7 @@ def test_budget_train_arguments_reach_the_budget():
 
 
 def test_references_name_points_of_the_space_and_are_checked(tmp_path):
-    from search.space import space_document
+    from search.config import space_document
 
     space = load_space("modes")
     assert [(r.name, dict(r.params)) for r in space.references] == [("hand", {"stage3": "ori"})]
