@@ -406,9 +406,10 @@ def check_dataset(data: str | Path, expected_names: list[str] | dict | None = No
     return out
 
 
-def _label_files(checked: dict[str, Any]):
-    """(split, folder, label file) for every label of every split a checked dataset names, in a fixed order;
-    a split given as an image list file yields (split, list file, None)."""
+def _splits(checked: dict[str, Any]):
+    """``(split, folder, labels)`` for every folder a checked dataset's splits name, in a fixed order:
+    ``labels`` lists each label file as (its path relative to the labels folder, its path), sorted; a split
+    given as an image list file comes as ``(split, list file, None)``."""
     root = Path(checked["path"])
     for key in ("train", "val", "test"):
         values = checked.get(key) or []
@@ -418,9 +419,8 @@ def _label_files(checked: dict[str, Any]):
                 yield key, folder, None
                 continue
             labels = label_dir(folder)
-            if labels.is_dir():
-                for label in sorted(p for p in labels.rglob("*.txt") if p.is_file()):
-                    yield key, folder, (labels, label)
+            files = sorted(p for p in labels.rglob("*.txt") if p.is_file()) if labels.is_dir() else []
+            yield key, folder, [(f.relative_to(labels), f) for f in files]
 
 
 def dataset_fingerprint(data: str | Path) -> str:
@@ -436,15 +436,13 @@ def dataset_fingerprint(data: str | Path) -> str:
     import hashlib
 
     digest = hashlib.sha256(Path(data).expanduser().read_bytes())
-    last = None
-    for key, folder, label in _label_files(check_dataset(data)):
-        if (key, folder) != last:
-            digest.update(f"\0{key}\0{folder}\0".encode())
-            last = (key, folder)
-        if label is None:
+    for key, folder, labels in _splits(check_dataset(data)):
+        digest.update(f"\0{key}\0{folder}\0".encode())
+        if labels is None:
             digest.update(folder.read_bytes())
-        else:
-            digest.update(f"{label[1].relative_to(label[0])}:{label[1].stat().st_size}\n".encode())
+            continue
+        for relative, path in labels:
+            digest.update(f"{relative}:{path.stat().st_size}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -459,9 +457,10 @@ def labels_fingerprint(data: str | Path) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    for key, folder, label in _label_files(check_dataset(data)):
-        if label is None:
+    for key, folder, labels in _splits(check_dataset(data)):
+        if labels is None:
             digest.update(f"\0{key}\0".encode() + folder.read_bytes())
-        else:
-            digest.update(f"\0{key}\0{label[1].relative_to(label[0])}\0".encode() + label[1].read_bytes())
+            continue
+        for relative, path in labels:
+            digest.update(f"\0{key}\0{relative}\0".encode() + path.read_bytes())
     return digest.hexdigest()[:16]

@@ -111,8 +111,10 @@ def shipped_checkpoint(
 ) -> Path | None:
     """The shipped checkpoint for this warm start (``spaces/warm_starts/<key>.pt``), or None when there is none."""
     key = shipped_key(space, budget, data, seed=seed)
-    path = SHIPPED / f"{key}.pt" if key else None
-    return path if path is not None and path.is_file() else None
+    if key is None:
+        return None
+    path = SHIPPED / f"{key}.pt"
+    return path if path.is_file() else None
 
 
 def pretrained_base(
@@ -282,16 +284,17 @@ def ship(
     shipped checkpoints, with what it came from (``<key>.json``: its pretrain.json, the commit, the recipe)."""
     import subprocess
 
+    from .tracking import git_commit
+
     checkpoint = pretrained_base(space, budget, None, say=say, seed=seed)
     meta = json.loads((checkpoint.parent / "pretrain.json").read_text())
     if meta.get("shipped"):
         raise ValueError(f"{checkpoint} is itself a shipped checkpoint; empty the cache to train one")
-    git = ["git", "-C", str(SHIPPED.parent)]
-    commit = subprocess.run(
-        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    commit = (git_commit() or "unknown")[:7]
     changed = subprocess.run(
-        [*git, "status", "--porcelain", "--", "search", "ghost_blocks"], capture_output=True, text=True
+        ["git", "-C", str(SHIPPED.parent), "status", "--porcelain", "--", "search", "ghost_blocks"],
+        capture_output=True,
+        text=True,
     )
     if changed.stdout.strip():
         commit += " with uncommitted changes"
@@ -319,22 +322,24 @@ def ship(
 def main(argv: list[str] | None = None) -> int:
     """``python -m search.pretrain --space NAME --budget NAME``: pretrain a budget's base on the built-in data
     (or take it from the cache) and ship it under ``spaces/warm_starts/``."""
-    import argparse
-
+    from .cli import Parser, start, usage_error
     from .space import SpaceError, load_space
     from .ultra import setup
 
-    parser = argparse.ArgumentParser(prog="python -m search.pretrain", description=main.__doc__)
+    start()
+    parser = Parser(prog="python -m search.pretrain", description=main.__doc__)
     parser.add_argument("--space", default="placements")
     parser.add_argument("--budget", default="cpu")
     args = parser.parse_args(argv)
     try:
         space = load_space(args.space)
     except SpaceError as exc:
-        parser.exit(2, f"error: {exc}\n")
+        return usage_error(exc)
     budget = space.budgets.get(args.budget)
     if budget is None or not budget.pretrain:
-        parser.exit(2, f"error: --budget {args.budget}: not a budget of {args.space} with a pretrain\n")
+        return usage_error(
+            ValueError(f"--budget {args.budget}: not a budget of {args.space} with a pretrain")
+        )
     setup()
     ship(space, budget)
     return 0

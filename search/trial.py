@@ -132,7 +132,6 @@ def _space_spec(args: argparse.Namespace) -> tuple[TrialSpec, Callable[[], str] 
         out=args.out,
         seed=args.seed,
         data=args.data,
-        workers=budget.workers or 0,
         max_latency_ms=space.constraints.max_latency_ms,
         max_gflops=space.constraints.max_gflops,
         **measuring,
