@@ -33,7 +33,7 @@ __all__ = [
     "training_setup",
 ]
 
-SAMPLERS = ("tpe", "nsga2", "random", "grid", "ablation", "list")
+SAMPLERS = ("tpe", "nsga2", "gp", "cost", "random", "grid", "ablation", "list")
 
 
 # a fixed list of points, in order, each once; "list": the config's own points (e.g. a past sweep's frontier)

@@ -20,7 +20,7 @@ import numpy as np
 from .space import Space
 from .stats import t975
 
-__all__ = ["Effect", "effects_by_choice", "site_effects"]
+__all__ = ["Additive", "Effect", "effects_by_choice", "fit_additive", "site_effects"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,51 @@ def _observations(rows: list[dict], metric: str) -> list[tuple[dict, float]]:
     return out
 
 
+def _columns(space: Space) -> list[tuple[str, str]]:
+    """The model's columns: every site's non-keep choices, in the space's order."""
+    return [(s.name, c.name) for s in space.sites for c in s.choices if c.op != "keep"]
+
+
+def _design(points: list[dict], columns: list[tuple[str, str]]) -> np.ndarray:
+    """The additive model's design matrix: an intercept, then one indicator per column."""
+    return np.array([[1.0] + [float(p.get(s) == c) for s, c in columns] for p in points])
+
+
+@dataclass(frozen=True)
+class Additive:
+    """An additive model of one metric fitted by least squares: ``intercept`` (the base's value) plus the
+    ``effects`` of a point's non-keep choices. ``unidentified`` names the choices the observations do not
+    separate from the others (their effect is then the minimum-norm solution's, not an estimate)."""
+
+    metric: str
+    intercept: float
+    effects: dict[tuple[str, str], float]
+    unidentified: tuple[tuple[str, str], ...]
+    observations: int
+
+    def predict(self, point: Mapping[str, str]) -> float:
+        return self.intercept + sum(v for (s, c), v in self.effects.items() if point.get(s) == c)
+
+
+def fit_additive(rows: list[dict], space: Space, metric: str) -> Additive:
+    """:class:`Additive` for ``metric`` over every trained seed of ``rows`` (see :func:`site_effects`)."""
+    obs = _observations(rows, metric)
+    columns = _columns(space)
+    if not obs:
+        return Additive(metric, math.nan, {c: 0.0 for c in columns}, tuple(columns), 0)
+    X = _design([p for p, _ in obs], columns)  # noqa: N806
+    beta = np.linalg.pinv(X) @ np.array([v for _, v in obs])
+    rank = np.linalg.matrix_rank(X)
+    unit = np.eye(X.shape[1])
+    unidentified = tuple(
+        col
+        for j, col in enumerate(columns, start=1)
+        if np.linalg.matrix_rank(np.vstack([X, unit[j]])) != rank
+    )
+    effects = {col: float(beta[j]) for j, col in enumerate(columns, start=1)}
+    return Additive(metric, float(beta[0]), effects, unidentified, len(obs))
+
+
 def site_effects(
     rows: list[dict], space: Space, metric: str, *, noise: tuple[float, int] | None = None
 ) -> list[Effect]:
@@ -64,10 +109,10 @@ def site_effects(
         noise: the metric's seed noise floor ``(std, df)``, used when the fit has no residual spread.
     """
     obs = _observations(rows, metric)
-    columns = [(s.name, c.name) for s in space.sites for c in s.choices if c.op != "keep"]
+    columns = _columns(space)
     if not obs:
         return [Effect(s, c, metric, None, None, 0, 2) for s, c in columns]
-    X = np.array([[1.0] + [float(p.get(s) == c) for s, c in columns] for p, _ in obs])  # noqa: N806
+    X = _design([p for p, _ in obs], columns)  # noqa: N806
     y = np.array([v for _, v in obs])
     rank = np.linalg.matrix_rank(X)
     beta = np.linalg.pinv(X) @ y

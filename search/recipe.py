@@ -16,7 +16,7 @@ from typing import Any
 
 from .space import Budget, Space
 
-__all__ = ["base_model_yaml", "fresh_layers", "resolve_budget", "trial_spec"]
+__all__ = ["base_model_yaml", "deploy_cost", "fresh_layers", "resolve_budget", "trial_spec"]
 
 
 def resolve_budget(space: Space, name: str, overrides: dict[str, Any] | None = None) -> Budget:
@@ -93,3 +93,12 @@ def trial_spec(
         reference_yaml=base_model_yaml(space, budget, nc) if timed_against_base else None,
         **settings,
     )
+
+
+def deploy_cost(space: Space, point: dict[str, str]) -> dict[str, float]:
+    """The exact parameters and GFLOPs of ``point``'s deployable architecture (full size, deploy form): the
+    cost objectives every trial of a sweep reports, whatever budget trained it."""
+    from .cost import architecture_cost
+    from .materialize import materialize
+
+    return architecture_cost(materialize(space, point)[0])

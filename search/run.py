@@ -69,9 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sampler",
-        choices=("tpe", "nsga2", "random", "grid", "ablation"),
+        choices=("tpe", "nsga2", "gp", "cost", "random", "grid", "ablation"),
         default="tpe",
-        help="tpe, nsga2, random: search; grid: every point; ablation: the base and every single change from it",
+        help="tpe, nsga2, gp (Optuna's Gaussian process), cost (cost-aware: the candidate with the largest expected "
+        "hypervolume gain given its exact parameters and GFLOPs), random: search; grid: every point; ablation: the "
+        "base and every single change from it",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

@@ -12,11 +12,13 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from .config import SweepConfig
+from .costaware import CostAwareSampler, Known
 from .plan import sweep_plan
 
 __all__ = [
     "Seeds",
     "TruthfulOptunaSearch",
+    "make_sampler",
     "make_searcher",
 ]
 
@@ -162,9 +164,34 @@ class TruthfulOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
-def make_searcher(config: SweepConfig, error_for: Callable[[str], str | None]):
-    """Ray Tune's OptunaSearch in multi-objective form with the chosen Optuna sampler, the sweep's
-    leading points enqueued first (see :func:`sweep_plan`), each architecture repeated over its seeds.
+def make_sampler(config: SweepConfig, known: Known | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of ``config.sampler``: ``tpe``, ``nsga2``, ``gp`` (Optuna's Gaussian-process
+    sampler), ``cost`` (:class:`CostAwareSampler`, told each candidate's exact costs by ``known``), else
+    random (the fixed lists never ask it)."""
+    from optuna.distributions import CategoricalDistribution
+
+    space, seed = config.space, config.seed
+    if config.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if config.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, config.samples // 2)))
+    if config.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
+    if config.sampler == "cost":
+        return CostAwareSampler(
+            {s.name: CategoricalDistribution([c.name for c in s.choices]) for s in space.sites},
+            [(o.metric, o.direction) for o in space.objectives],
+            known=known,
+            keep=space.base_point,
+            seed=seed,
+        )
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_searcher(config: SweepConfig, error_for: Callable[[str], str | None], known: Known | None = None):
+    """Ray Tune's OptunaSearch in multi-objective form with the chosen Optuna sampler (:func:`make_sampler`;
+    ``known`` gives the cost-aware one each candidate's exact costs), the sweep's leading points enqueued
+    first (see :func:`sweep_plan`), each architecture repeated over its seeds.
 
     ``grid`` and ``ablation`` enqueue their whole list: the sampler is never asked for a point.
     """
@@ -174,19 +201,12 @@ def make_searcher(config: SweepConfig, error_for: Callable[[str], str | None]):
     space = config.space
     choices = {s.name: [c.name for c in s.choices] for s in space.sites}
     seed = config.seed
-    samplers = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(
-            seed=seed, population_size=max(4, min(20, config.samples // 2))
-        ),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-    }
     points, leading, _ = sweep_plan(config)
     searcher = TruthfulOptunaSearch(
         space={name: CategoricalDistribution(names) for name, names in choices.items()},
         metric=[o.metric for o in space.objectives],
         mode=["max" if o.direction == "maximize" else "min" for o in space.objectives],
-        sampler=samplers.get(config.sampler, samplers["random"])(),
+        sampler=make_sampler(config, known),
         seed=seed,
         points_to_evaluate=points,
         error_for=error_for,

@@ -19,9 +19,11 @@ from . import (
     ultra,  # noqa: F401  (must precede any ultralytics import)
 )
 from .config import SweepConfig, SweepContext, experiment_path, training_setup
+from .costaware import SiteCosts
 from .plan import reference_hashes, seeds_of, sweep_plan
 from .pretrain import with_pretrain
 from .progress import Progress, TrialOutcomes, TrialRecord
+from .recipe import deploy_cost
 from .records import Tag
 from .results import finalize, frontier_text, mlflow_links, outcome_lines, time_base_alone
 from .searcher import make_searcher
@@ -29,10 +31,19 @@ from .tracking import SweepTracker, git_commit
 from .trainable import sweep_trial
 
 __all__ = [
+    "known_costs",
     "run_sweep",
 ]
 
 LOGGER = logging.getLogger(__name__)
+
+
+def known_costs(config: SweepConfig) -> SiteCosts | None:
+    """What the cost-aware sampler knows before training: each candidate's parameters and GFLOPs from the exact
+    counts of the base and its single changes (counted when the sampler first needs them)."""
+    if config.sampler != "cost":
+        return None
+    return SiteCosts(config.space, lambda point: deploy_cost(config.space, point))
 
 
 def run_sweep(
@@ -174,7 +185,7 @@ def run_sweep(
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=make_searcher(config, record),
+                search_alg=make_searcher(config, record, known_costs(config)),
                 scheduler=scheduler,
                 num_samples=n_trials,
                 # a finished trial's worker takes the next trial: a new one would import torch,

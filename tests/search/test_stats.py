@@ -267,3 +267,20 @@ def test_the_frontier_notes_say_how_many_seeds_would_separate_what_is_undecided(
         "a map50_95 difference of 0.01 is within noise here: separating it takes about 9 seeds per architecture"
         " at this noise floor"
     )
+
+
+def test_the_mann_whitney_p_value_is_scipys_asymptotic_one():
+    import random
+
+    from scipy.stats import mannwhitneyu
+
+    from search.stats import mann_whitney_greater
+
+    rng = random.Random(1)
+    for shift in (0.0, 0.01, 0.03, -0.02):
+        a = [round(rng.gauss(0.3 + shift, 0.02), 2) for _ in range(20)]  # rounded: ties, as hypervolumes have
+        b = [round(rng.gauss(0.3, 0.02), 2) for _ in range(20)]
+        expected = mannwhitneyu(a, b, alternative="greater", method="asymptotic").pvalue
+        assert mann_whitney_greater(a, b) == pytest.approx(expected, rel=1e-9)
+    assert mann_whitney_greater([1.0] * 5, [1.0] * 5) == 1.0
+    assert mann_whitney_greater(range(10, 20), range(10)) < 0.001

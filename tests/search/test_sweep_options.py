@@ -237,7 +237,7 @@ def test_optuna_is_told_the_mean_of_each_architectures_seeds_once_or_pruned_or_f
     assert trials[2].user_attrs["error"] == "s0 ran out of memory"
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random", "grid", "ablation"])
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "gp", "cost", "random", "grid", "ablation"])
 def test_every_sampler_proposes_points_of_the_space_the_base_first(sampler):
     space = load_space("placements")
     limiter = make_searcher(

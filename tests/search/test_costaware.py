@@ -1,0 +1,81 @@
+"""The cost-aware sampler's parts: the expected hypervolume gain, the lazily counted additive costs, and the sampler
+inside the sweep's searcher."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from search.config import SweepConfig
+from search.costaware import BayesAdditive, SiteCosts, expected_gain
+from search.searcher import make_searcher
+from search.space import load_space
+
+
+def test_the_expected_gain_is_the_box_a_candidate_adds_to_the_front():
+    box = np.random.default_rng(0).random((20000, 2))  # the unit square, minimize-space
+    front = np.array([[0.5, 0.5]])
+    candidates = np.array([
+        [[0.25, 0.25]],  # dominates the front: adds [0.25, 1]^2 less [0.5, 1]^2 = 0.5625 - 0.25
+        [[0.75, 0.75]],  # dominated by the front: adds nothing
+        [[0.25, 0.75]],  # beside it: adds [0.25, 0.5] x [0.75, 1]
+        [[0.0, 0.0], ],
+    ])  # fmt: skip
+    gain = expected_gain(candidates, front, box)
+    assert gain == pytest.approx([0.3125, 0.0, 0.0625, 0.75], abs=0.01)
+    # draws: the mean over them
+    two = expected_gain(np.array([[[0.25, 0.25], [0.75, 0.75]]]), front, box)
+    assert two == pytest.approx([0.3125 / 2], abs=0.01)
+
+
+def test_site_costs_count_the_base_and_each_single_change_once_and_only_when_asked():
+    space = load_space("placements")
+    asked = []
+
+    def exact(point):
+        asked.append(dict(point))
+        changed = [k for k, v in point.items() if v != "keep"]
+        return {"gflops": 100.0 - 3 * len(changed) - ("stage1" in changed), "n_params": 1e6 + len(changed)}
+
+    costs = SiteCosts(space, exact)
+    assert asked == []  # a sweep that never asks spends nothing
+    point = {**space.base_point, "stage1": "ori", "pan_p5": "after_gate"}
+    assert costs(point) == {"gflops": 100.0 - 6 - 1, "n_params": 1e6 + 2}
+    assert len(asked) == 1 + sum(len(s.choices) - 1 for s in space.sites)
+    costs(space.base_point)
+    assert len(asked) == 1 + sum(len(s.choices) - 1 for s in space.sites)
+
+
+def test_the_bayesian_additive_model_is_sure_where_it_has_seen_and_unsure_elsewhere():
+    choices = {"a": ["keep", "x"], "b": ["keep", "y"]}
+    model = BayesAdditive(choices, {"a": "keep", "b": "keep"})
+    rng = np.random.default_rng(0)
+    points = [{"a": "keep", "b": "keep"}] * 4 + [{"a": "x", "b": "keep"}] * 4
+    values = [0.8 + rng.normal(0, 0.01) for _ in range(4)] + [0.7 + rng.normal(0, 0.01) for _ in range(4)]
+    draws = model.fit(points, values).draws([{"a": "x", "b": "keep"}, {"a": "keep", "b": "y"}], 2000, rng)
+    assert draws[:, 0].mean() == pytest.approx(0.7, abs=0.02) and draws[:, 0].std() < 0.02
+    assert draws[:, 1].std() > 2 * draws[:, 0].std()  # b=y never seen: its prior's spread
+
+
+def test_the_cost_aware_sampler_asks_its_known_costs_once_it_models():
+    space = load_space("placements")
+    seen = []
+
+    def known(point):
+        seen.append(point)
+        return {"gflops": 100.0 - sum(v != "keep" for v in point.values()), "n_params": 1.0}
+
+    searcher = make_searcher(
+        SweepConfig(space=space, budget="cpu", samples=12, sampler="cost"), lambda t: None, known
+    )
+    rng = np.random.default_rng(0)
+    points = []
+    for i in range(14):
+        config = searcher.suggest(f"t{i}")
+        point = {s.name: config[s.name] for s in space.sites}
+        points.append(point)
+        values = {"map50_95": 0.8 + rng.normal(0, 0.02), "latency_ms": 50.0, "gflops": known(point)["gflops"]}
+        searcher.on_trial_complete(f"t{i}", result={**values, "final": 1})
+    assert all(v == "keep" for v in points[0].values()) and points[0] == points[1]  # the base's two seeds
+    assert len(seen) > 14 + 100  # once modelling, it costs its many candidates before it picks one
+    assert len({tuple(p.items()) for p in points[1:]}) == 13  # a trained architecture is never proposed again
