@@ -172,11 +172,9 @@ def test_functions_with_more_than_three_parameters_take_the_rest_by_keyword():
     found = []
     for name, path in SOURCES.items():
         for node in ast.walk(ast.parse(path.read_text())):
-            hook = (
-                getattr(node, "name", "").startswith("on_trial_")
-                or getattr(node, "name", "") == "sample_independent"
-            )
-            if isinstance(node, ast.FunctionDef) and not hook:
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            if not (node.name.startswith("on_trial_") or node.name == "sample_independent"):
                 positional = [
                     a.arg for a in node.args.posonlyargs + node.args.args if a.arg not in ("self", "cls")
                 ]
