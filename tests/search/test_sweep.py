@@ -504,3 +504,28 @@ def test_the_ablation_sampler_trains_the_base_and_every_single_change_of_placeme
     report = Path(client.download_artifacts(parent.info.run_id, "report.html", str(tmp_path))).read_text()
 
     assert [cells[0][0] for cells in Tables(report).find(id="ablation")] == expected
+
+
+def test_a_finished_sweep_replays_from_mlflow_and_its_table_replays_the_same(grid_sweep, tmp_path, capsys):
+    from search.replay import main, read_table, table_from_store
+    from search.surrogate import fit_surrogate
+
+    tmp, _ = grid_sweep
+    table = tmp_path / "table.json"
+    args = ["--replays", "2", "--trials", "3", "--strategies", "random,cost"]
+    assert main(["--sweep", "ablation", "--tracking-uri", uri(tmp), "--save-table", str(table), *args]) == 0
+    out = capsys.readouterr().out
+    assert "surrogate of 3 architectures (6 trained seeds)" in out and "gflops: additive" in out
+    space, seeds, setup = read_table(table)
+    assert space.name == "modes" and len(seeds) == 6
+    assert all(len(s["curve"]) == 1 and 0 <= s["curve"][0] <= 1 for s in seeds)  # one epoch's validation mAP
+    assert setup["sweeps"] == ["ablation"] and len(setup["commit"]) == 40 and setup["budget.epochs"] == "1"
+    stored = table_from_store(uri(tmp), "rtdetr-ghost-search", ["ablation"])[1]
+    assert {(s["arch_hash"], s["seed"]) for s in seeds} == {(s["arch_hash"], s["seed"]) for s in stored}
+    surrogate = fit_surrogate(space, seeds)[0]
+    for point in ({"stage3": "keep"}, {"stage3": "ori"}, {"stage3": "gate"}):
+        mean = [s["map50_95"] for s in seeds if s["params"] == point]
+        assert surrogate.values(point)["map50_95"] == pytest.approx(sum(mean) / 2)  # one site: the means
+    assert main(["--table", str(table), *args]) == 0
+    assert main(["--sweep", "no-such-sweep", "--tracking-uri", uri(tmp), *args]) == 2
+    assert "no-such-sweep: no such sweep" in capsys.readouterr().err
