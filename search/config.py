@@ -12,9 +12,7 @@ from typing import Any
 
 from .pretrain import kept_checkpoint
 from .recipe import resolve_budget
-from .records import (
-    EXPERIMENT,
-)
+from .records import DEFAULT_SAMPLER, EXPERIMENT
 from .space import Budget, Choice, Space
 
 __all__ = [
@@ -72,7 +70,7 @@ class SweepConfig:
     budget: str
     overrides: dict = field(default_factory=dict)
     samples: int = 4
-    sampler: str = "tpe"
+    sampler: str = DEFAULT_SAMPLER
     seed: int = 0
     max_concurrent: int = 1
     gpus_per_trial: float = 0

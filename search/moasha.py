@@ -26,7 +26,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from .frontier import Noise, Objective, noisy_dominates
 
-__all__ = ["MOASHA", "fronts", "promoted", "rung_noise", "rungs"]
+__all__ = ["MOASHA", "fronts", "make_scheduler", "promoted", "rung_noise", "rungs"]
 
 
 def rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:
@@ -158,3 +158,35 @@ class MOASHA(FIFOScheduler):
     def debug_string(self) -> str:
         reached = ", ".join(f"epoch {r}: {len(v)}" for r, v in self.recorded.items())
         return f"MO-ASHA rungs ({reached}); stopped {len(self.stopped)}"
+
+
+def make_scheduler(name: str | None, space, *, epochs: int) -> TrialScheduler | None:
+    """The early-stopping scheduler ``--scheduler`` names for a sweep of ``space`` trained ``epochs`` epochs:
+    ``asha`` (Ray's, on the first objective), ``moasha`` (:class:`MOASHA`), None for none. Rungs start at a
+    quarter of the epochs."""
+    if name is None:
+        return None
+    grace = max(1, epochs // 4)
+    if name == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        main = space.objectives[0]
+        return ASHAScheduler(
+            time_attr="epoch",
+            metric=main.metric,
+            mode="max" if main.direction == "maximize" else "min",
+            max_t=epochs,
+            grace_period=grace,
+            # a trial that survives every rung runs to its end: Ray's default stops it at max_t, inside
+            # its last report and before the final validation of best.pt, so no trial would finish
+            stop_last_trials=False,
+        )
+    if name == "moasha":
+        base = space.base_point
+        return MOASHA(
+            space.objectives,
+            is_base=lambda c: base is not None and all(c.get(k) == v for k, v in base.items()),
+            max_t=epochs,
+            grace_period=grace,
+        )
+    raise ValueError(f"unknown scheduler {name!r} (asha, moasha)")

@@ -13,6 +13,7 @@ from .stats import summarize
 
 __all__ = [
     "COST_METRICS",
+    "DEFAULT_SAMPLER",
     "EXPERIMENT",
     "LATENCY_SETTINGS",
     "MAP_DETAILS",
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 EXPERIMENT = "rtdetr-ghost-search"
+DEFAULT_SAMPLER = "tpe"  # what python -m search.run searches with unless --sampler says otherwise
 
 # The final metrics every finished trial reports (to the searcher and as its child run's metrics);
 # a space's objectives must be among them. Cost metrics are measured before training and are also

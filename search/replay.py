@@ -40,6 +40,8 @@ __all__ = [
     "read_table",
     "replay",
     "replay_all",
+    "replay_stopping",
+    "stopping_summary",
     "summarize_replays",
     "table_from_store",
 ]
@@ -140,6 +142,99 @@ def summarize_replays(
     return rows
 
 
+# ------------------------------------------------------------------------------------------ early stopping
+def replay_stopping(
+    space: Space, seed_rows: list[dict], scheduler: str | None, *, seed: int, architectures: int
+) -> dict:
+    """One small sweep replayed from a table's per-epoch curves under ``scheduler`` (``asha``, ``moasha`` or None,
+    built as a sweep builds it): the base's trained seeds first, then ``architectures`` of the table's other
+    architectures in a random order (one trained seed each), each reporting its epochs one by one as its curve
+    says (the costs from the first epoch) until the scheduler stops it.
+
+    Returns the trial-epochs spent, the rows that finished (scored with their final, test-split values) and
+    the number stopped.
+    """
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from .moasha import make_scheduler
+
+    rng = np.random.default_rng(seed)
+    with_curves = [r for r in seed_rows if r.get("curve")]
+    epochs = max(len(r["curve"]) for r in with_curves)
+    base = [r for r in with_curves if r["params"] == space.base_point]
+    others: dict[str, list[dict]] = {}
+    for r in with_curves:
+        if r["params"] != space.base_point and len(r["curve"]) == epochs:
+            others.setdefault(r["arch_hash"], []).append(r)
+    keys = sorted(others)
+    picked = [others[keys[i]][0] for i in rng.permutation(len(keys))[:architectures]]
+    sched = make_scheduler(scheduler, space, epochs=epochs)
+    spent, finished, stopped = 0, [], 0
+    for k, row in enumerate(base + picked):
+        trial = SimpleNamespace(trial_id=f"t{k}", config=dict(row["params"]))
+        if sched is not None:
+            sched.on_trial_add(None, trial)
+        costs = {
+            m: row[m] for m in ("latency_ms", "latency_ratio", "gflops", "n_params") if row.get(m) is not None
+        }
+        for epoch, value in enumerate(row["curve"], start=1):
+            spent += 1
+            result = {"epoch": epoch, **costs, space.objectives[0].metric: value}
+            if sched is not None and sched.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+                break
+        else:
+            finished.append(row)
+            continue
+        stopped += 1
+    return {"epochs": spent, "finished": finished, "stopped": stopped, "trials": len(base) + len(picked)}
+
+
+def stopping_summary(
+    space: Space, seed_rows: list[dict], *, replays: int, architectures: int, seed: int = 0
+) -> list[dict]:
+    """None, ``asha`` and ``moasha`` on the same replayed sweeps: per scheduler, the median trial-epochs, trials
+    stopped, the hypervolume of what finished (measured final values, a fraction of what no early stopping
+    ends with) and the share of no early stopping's frontier that finished."""
+    from .frontier import hypervolume, hypervolume_box, pareto_front
+
+    objectives = list(space.objectives)
+    directions = [o.direction for o in objectives]
+    runs = {name: [replay_stopping(space, seed_rows, name, seed=seed + r, architectures=architectures) for r in range(replays)]
+            for name in (None, "asha", "moasha")}  # fmt: skip
+    base = {
+        o.metric: statistics.fmean(r[o.metric] for r in seed_rows if r["params"] == space.base_point)
+        for o in objectives
+    }
+    reference, _ = hypervolume_box(objectives, base)
+
+    def points(rows):
+        return [[r[o.metric] for o in objectives] for r in rows]
+
+    out = []
+    for name, results in runs.items():
+        ratios, recalls = [], []
+        for mine, full in zip(results, runs[None], strict=True):
+            full_hv = hypervolume(points(full["finished"]), directions, reference)
+            ratios.append(
+                hypervolume(points(mine["finished"]), directions, reference) / full_hv
+                if full_hv
+                else math.nan
+            )
+            front = {id(full["finished"][i]) for i in pareto_front(points(full["finished"]), directions)}
+            recalls.append(sum(id(r) in front for r in mine["finished"]) / len(front))
+        out.append({
+            "scheduler": name or "none",
+            "epochs": statistics.median(r["epochs"] for r in results),
+            "stopped": statistics.median(r["stopped"] for r in results),
+            "trials": results[0]["trials"],
+            "hv_ratio": statistics.median(ratios),
+            "front_kept": statistics.median(recalls),
+        })  # fmt: skip
+    return out
+
+
 # ------------------------------------------------------------------------------------------ the table
 def read_table(path: Path) -> tuple[Space, list[dict], dict]:
     """A table :func:`table_from_store` wrote: its space, its trained seeds' rows and its setup.
@@ -202,7 +297,13 @@ def table_from_store(uri: str, experiment: str, sweeps: Sequence[str]) -> tuple[
         "experiment": experiment,
         "setup_key": setup,
         "commit": parent.data.tags.get(Tag.GIT_COMMIT),
-        **{k: params[k] for k in sorted(params) if k.startswith("budget") or k in ("code_version", "data")},
+        **{
+            k: params[k]
+            for k in sorted(params)
+            if (k.startswith("budget") and k != "budget.weights")  # a local path: its fingerprint says it
+            or k
+            in ("code_version", "data", "data_fingerprint", "weights_fingerprint", "seed", "map_evaluator")
+        },
     }
     return space, seeds, {**info, "space_document": first_doc}
 
@@ -223,6 +324,12 @@ def _parser() -> Parser:
         "--trials", type=int, default=max(CHECKPOINTS), help="architectures per replay (default 40)"
     )
     p.add_argument("--seed", type=int, default=0, help="the first replay's seed")
+    p.add_argument(
+        "--stopping-architectures",
+        type=int,
+        default=12,
+        help="early stopping's replayed sweeps: architectures besides the base (default 12; needs per-epoch curves)",
+    )
     p.add_argument("--plot", help="write the hypervolume curves to this PNG")
     p.add_argument("--json", help="write the summary to this JSON file")
     p.add_argument("--save-table", help="with --sweep: write the table (for --table) to this JSON file")
@@ -317,7 +424,10 @@ def plot_curves(curves: dict[str, list[list[float]]], best: float, path: Path, *
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     start()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for noisy in ("optuna", "ray"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     args = _parser().parse_args(argv)
@@ -368,6 +478,19 @@ def main(argv: list[str] | None = None) -> int:
             f"[replay] at the measured noise, a search of {f['trials']} one-seed architectures tells two of them apart "
             f"in {main_metric} only beyond {f['pair']:.3g}, and estimates {effects}"
         )
+    if sum(len(r.get("curve") or []) >= 2 for r in seeds) > args.stopping_architectures:
+        print(
+            f"[replay] early stopping, {args.replays} sweeps of the base's seeds and {args.stopping_architectures} "
+            "architectures of the table each, trained one after another as their curves say:"
+        )
+        for row in stopping_summary(
+            space, seeds, replays=args.replays, architectures=args.stopping_architectures
+        ):
+            print(
+                f"  {row['scheduler']:<7} trial-epochs {row['epochs']:g}, stopped {row['stopped']:g} of {row['trials']}, "
+                f"hypervolume {row['hv_ratio']:.1%} of no early stopping's, its frontier kept {row['front_kept']:.0%} "
+                "(medians)"
+            )
     if args.plot:
         plot_curves(
             curves,

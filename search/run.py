@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import ultra
 from .cli import Parser, UsageError, check_name, start, usage_error
-from .records import EXPERIMENT, Tag, choices_text
+from .records import DEFAULT_SAMPLER, EXPERIMENT, Tag, choices_text
 
 __all__ = [
     "DEFAULT_CPU_MINUTES",
@@ -70,8 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sampler",
         choices=("tpe", "nsga2", "gp", "cost", "random", "grid", "ablation"),
-        default="tpe",
-        help="tpe, nsga2, gp (Optuna's Gaussian process), cost (cost-aware: the candidate with the largest expected "
+        default=DEFAULT_SAMPLER,
+        help=f"(default: {DEFAULT_SAMPLER}) tpe, nsga2, gp (Optuna's Gaussian process), cost (cost-aware: the candidate with the largest expected "
         "hypervolume gain given its exact parameters and GFLOPs), random: search; grid: every point; ablation: the "
         "base and every single change from it",
     )

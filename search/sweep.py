@@ -20,6 +20,7 @@ from . import (
 )
 from .config import SweepConfig, SweepContext, experiment_path, training_setup
 from .costaware import SiteCosts
+from .moasha import make_scheduler
 from .plan import reference_hashes, seeds_of, sweep_plan
 from .pretrain import with_pretrain
 from .progress import Progress, TrialOutcomes, TrialRecord
@@ -157,31 +158,7 @@ def run_sweep(
             str(path), trainable=trainable, resume_unfinished=True, resume_errored=False
         )
     else:
-        scheduler = None
-        if config.scheduler == "asha":
-            from ray.tune.schedulers import ASHAScheduler
-
-            main = space.objectives[0]
-            scheduler = ASHAScheduler(
-                time_attr="epoch",
-                metric=main.metric,
-                mode="max" if main.direction == "maximize" else "min",
-                max_t=budget.epochs,
-                grace_period=max(1, budget.epochs // 4),
-                # a trial that survives every rung runs to its end: Ray's default stops it at max_t, inside
-                # its last report and before the final validation of best.pt, so no trial would finish
-                stop_last_trials=False,
-            )
-        elif config.scheduler == "moasha":
-            from .moasha import MOASHA
-
-            base = space.base_point
-            scheduler = MOASHA(
-                space.objectives,
-                is_base=lambda c: base is not None and all(c.get(k) == v for k, v in base.items()),
-                max_t=budget.epochs,
-                grace_period=max(1, budget.epochs // 4),
-            )
+        scheduler = make_scheduler(config.scheduler, space, epochs=budget.epochs)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(

@@ -201,3 +201,37 @@ def test_the_command_replays_a_table_and_writes_its_plot_and_summary(placements,
     assert all(len(c) == 12 for runs in summary["curves"].values() for c in runs)
     assert main([*args[:2], "--strategies", "annealing"]) == 2
     assert "unknown annealing" in capsys.readouterr().err
+
+
+def test_early_stopping_replays_from_curves_and_moasha_keeps_the_cheap_architecture_asha_stops(placements):
+    from search.replay import replay_stopping, stopping_summary
+
+    rng = np.random.default_rng(0)
+    rise = np.array([0.5, 0.62, 0.7, 0.75, 0.78])
+    rows = []
+
+    def add(point, seed, lift, gflops):
+        curve = list(rise + lift + rng.normal(0, 0.005, 5))
+        rows.append({"params": point, "arch_hash": json.dumps(sorted(point.items())), "seed": seed, "curve": curve,
+                     "map50_95": curve[-1], "latency_ms": 50.0 * gflops / 100, "gflops": gflops, "n_params": 3e7})  # fmt: skip
+
+    for s in range(2):
+        add(placements.base_point, s, 0.0, 100.0)
+    for k in range(8):  # more accurate, a little more costly
+        add(_random_point(placements, rng), 0, 0.01 + 0.005 * k, 101.0 + k)
+    cheap = {**placements.base_point, "down_p3": "ori"}
+    add(cheap, 0, -0.04, 60.0)  # far cheaper, a little less accurate: on the frontier
+    stopped_cheap = {"asha": 0, "moasha": 0}
+    for seed in range(6):
+        none = replay_stopping(placements, rows, None, seed=seed, architectures=9)
+        assert none["epochs"] == 11 * 5 and none["stopped"] == 0 and len(none["finished"]) == 11
+        for name in ("asha", "moasha"):
+            run = replay_stopping(placements, rows, name, seed=seed, architectures=9)
+            assert run == replay_stopping(placements, rows, name, seed=seed, architectures=9)  # deterministic
+            assert run["epochs"] < none["epochs"] and run["stopped"] >= 1
+            stopped_cheap[name] += all(r["params"] != cheap for r in run["finished"])
+    assert stopped_cheap["moasha"] == 0 and stopped_cheap["asha"] >= 1
+    rows_by = {r["scheduler"]: r for r in stopping_summary(placements, rows, replays=6, architectures=9)}
+    assert rows_by["none"]["hv_ratio"] == 1.0 and rows_by["none"]["front_kept"] == 1.0
+    for name in ("asha", "moasha"):
+        assert rows_by[name]["epochs"] < rows_by["none"]["epochs"] and 0 < rows_by[name]["hv_ratio"] <= 1.0
