@@ -9,6 +9,7 @@ budget is never trained again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -44,7 +45,7 @@ def known_costs(config: SweepConfig) -> SiteCosts | None:
     counts of the base and its single changes (counted when the sampler first needs them)."""
     if config.sampler != "cost":
         return None
-    return SiteCosts(config.space, lambda point: deploy_cost(config.space, point))
+    return SiteCosts(config.space, functools.partial(deploy_cost, config.space))  # pickled with the searcher
 
 
 def run_sweep(

@@ -79,3 +79,37 @@ def test_the_cost_aware_sampler_asks_its_known_costs_once_it_models():
     assert all(v == "keep" for v in points[0].values()) and points[0] == points[1]  # the base's two seeds
     assert len(seen) > 14 + 100  # once modelling, it costs its many candidates before it picks one
     assert len({tuple(p.items()) for p in points[1:]}) == 13  # a trained architecture is never proposed again
+
+
+def test_a_sweep_with_the_cost_aware_sampler_saves_and_restores_its_searcher(tmp_path):
+    """Ray saves the searcher while a sweep runs and restores it on --resume: everything the cost-aware
+    sampler holds, its exact-cost model included, must pickle."""
+    from search.sweep import known_costs
+
+    space = load_space("placements")
+    config = SweepConfig(space=space, budget="cpu", samples=4, sampler="cost")
+    limiter = make_searcher(config, str, known_costs(config))
+    first = limiter.suggest("t0")
+    limiter.searcher.save(str(tmp_path / "searcher.pkl"))
+    again = make_searcher(config, str, known_costs(config))
+    again.searcher.restore(str(tmp_path / "searcher.pkl"))
+    assert again.searcher.searcher._ot_study.trials[0].params == {s.name: first[s.name] for s in space.sites}
+
+
+def test_site_costs_of_real_exact_counts_are_the_exact_counts_of_independent_changes(tmp_path):
+    """The cost-aware sampler's costs in a sweep: the deploy form's exact parameters and GFLOPs of the base and
+    each single change, summed; exact for changes at distant sites (RT-DETR's layers add their own)."""
+    from search.recipe import deploy_cost
+    from tests.helpers import tiny_space
+
+    sites = "".join(
+        f"  {name}:\n    layer: {layer}\n    choices:\n      keep: keep\n"
+        "      ori: {op: replace, block: GhostModuleV3, mode: ori}\n"
+        for name, layer in (("down_p3", 2), ("pan_down_p4", 22))
+    )
+    (tmp_path / "two.yaml").write_text(tiny_space("two", sites))
+    space = load_space(str(tmp_path / "two.yaml"))
+    both = {"down_p3": "ori", "pan_down_p4": "ori"}
+    exact = deploy_cost(space, both)
+    assert SiteCosts(space, lambda p: deploy_cost(space, p))(both) == pytest.approx(exact, rel=1e-9)
+    assert exact["gflops"] < deploy_cost(space, space.base_point)["gflops"]
