@@ -16,11 +16,13 @@ trials can tell apart at the measured noise. ``--plot`` draws the curves.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import statistics
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -246,7 +248,7 @@ def read_table(path: Path) -> tuple[Space, list[dict], dict]:
         doc = json.loads(Path(path).read_text())
         if doc.get("format") != TABLE_FORMAT:
             raise ValueError(f"format {doc.get('format')!r}, expected {TABLE_FORMAT}")
-        space = parse_space(doc["space"], f"{path}:space")
+        space = parse_space(copy.deepcopy(doc["space"]), f"{path}:space")
         return space, list(doc["seeds"]), dict(doc.get("setup") or {})
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"--table {path}: not a replay table ({type(exc).__name__}: {exc})") from exc
@@ -270,8 +272,6 @@ def table_from_store(uri: str, experiment: str, sweeps: Sequence[str]) -> tuple[
         parent = find_parent(uri, experiment, name)
         if parent is None:
             raise UsageError(f"--sweep {name}: no such sweep in experiment {experiment!r} at {uri}")
-        import tempfile
-
         with tempfile.TemporaryDirectory() as d:
             path = download_artifact(client, parent.info.run_id, "space.yaml", dst=Path(d))
             if path is None:
@@ -279,7 +279,7 @@ def table_from_store(uri: str, experiment: str, sweeps: Sequence[str]) -> tuple[
             doc = yaml.safe_load(Path(path).read_text())
         key = parent.data.params.get("setup_key")
         if space is None:
-            space, setup, first_doc = parse_space(doc, f"{name}:space.yaml"), key, doc
+            space, setup, first_doc = parse_space(copy.deepcopy(doc), f"{name}:space.yaml"), key, doc
         elif doc != first_doc or key != setup:
             raise UsageError(
                 f"--sweep {name}: another space or training setup than {sweeps[0]}: not one table"
