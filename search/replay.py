@@ -38,6 +38,7 @@ __all__ = [
     "CHECKPOINTS",
     "STRATEGIES",
     "TABLE_FORMAT",
+    "against",
     "main",
     "read_table",
     "replay",
@@ -330,6 +331,13 @@ def _parser() -> Parser:
         default=12,
         help="early stopping's replayed sweeps: architectures besides the base (default 12; needs per-epoch curves)",
     )
+    p.add_argument(
+        "--noise",
+        choices=("seed", "loo"),
+        default="seed",
+        help="the noise a replayed trial measures: seed (the table's seed noise, the default) or loo (each measured "
+        "metric's leave-one-out error, where larger: the surrogate's misfit as noise)",
+    )
     p.add_argument("--plot", help="write the hypervolume curves to this PNG")
     p.add_argument("--json", help="write the summary to this JSON file")
     p.add_argument("--save-table", help="with --sweep: write the table (for --table) to this JSON file")
@@ -401,6 +409,18 @@ def summary_lines(rows: list[dict], best: float, checkpoints=CHECKPOINTS) -> lis
     return out
 
 
+def against(
+    curves: dict[str, list[list[float]]], a: str, b: str, checkpoints=CHECKPOINTS
+) -> dict[int, float]:
+    """The one-sided Mann-Whitney p-value that strategy ``a`` reaches a larger hypervolume than ``b``, per checkpoint."""
+    return {
+        t: mann_whitney_greater(
+            [run[min(t, len(run)) - 1] for run in curves[a]], [run[min(t, len(run)) - 1] for run in curves[b]]
+        )
+        for t in checkpoints
+    }
+
+
 def plot_curves(curves: dict[str, list[list[float]]], best: float, path: Path, *, title: str) -> None:
     from matplotlib.figure import Figure
 
@@ -442,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.tracking_uri or default_tracking_uri(), args.experiment, args.sweep
             )
         surrogate, fidelity = fit_surrogate(space, seeds)
+        if args.noise == "loo":  # the model's misfit treated as noise: a harder replay than the seeds' noise
+            surrogate.noise = {m: max(surrogate.noise[m], fidelity.loo[m]) for m in surrogate.noise}
     except (UsageError, SweepTooSmall) as exc:
         return usage_error(exc)
     if args.save_table:
@@ -465,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize_replays(curves, best, checkpoints)
     for line in summary_lines(rows, best, checkpoints):
         print(line)
+    if {"cost", "tpe"} <= set(curves):
+        p = against(curves, "cost", "tpe", checkpoints)
+        print("[replay] cost against tpe: " + ", ".join(f"p@{t} {v:.3g}" for t, v in p.items()))
     main_metric = space.objectives[0].metric
     rng = np.random.default_rng(args.seed)
     floors = [effect_floor(space, fidelity.noise[main_metric], t, rng=rng) for t in (20, 40)]
@@ -501,7 +526,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[replay] plot: {args.plot}")
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"best": best, "rows": rows, "floors": floors, "curves": curves}) + "\n"
+            json.dumps(
+                {"best": best, "rows": rows, "floors": floors, "curves": curves, "noise": surrogate.noise}
+            )
+            + "\n"
         )
     return 0
 

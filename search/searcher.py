@@ -206,7 +206,9 @@ def make_searcher(config: SweepConfig, error_for: Callable[[str], str | None], k
         space={name: CategoricalDistribution(names) for name, names in choices.items()},
         metric=[o.metric for o in space.objectives],
         mode=["max" if o.direction == "maximize" else "min" for o in space.objectives],
-        sampler=make_sampler(config, known),  # seeded itself: OptunaSearch's seed only seeds a sampler it makes
+        sampler=make_sampler(
+            config, known
+        ),  # seeded itself: OptunaSearch's seed only seeds a sampler it makes
         points_to_evaluate=points,
         error_for=error_for,
     )

@@ -43,8 +43,9 @@ LOGGER = logging.getLogger(__name__)
 def known_costs(config: SweepConfig) -> SiteCosts | None:
     """What the cost-aware sampler knows before training: each candidate's parameters and GFLOPs from the exact
     counts of the base and its single changes (counted when the sampler first needs them)."""
-    if config.sampler != "cost":
-        return None
+    exact = {"gflops", "n_params"} & {o.metric for o in config.space.objectives}
+    if config.sampler != "cost" or config.space.base_point is None or not exact:
+        return None  # nothing to count, or no base to count single changes from: every objective is modelled
     return SiteCosts(config.space, functools.partial(deploy_cost, config.space))  # pickled with the searcher
 
 

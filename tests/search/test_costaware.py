@@ -113,3 +113,18 @@ def test_site_costs_of_real_exact_counts_are_the_exact_counts_of_independent_cha
     exact = deploy_cost(space, both)
     assert SiteCosts(space, lambda p: deploy_cost(space, p))(both) == pytest.approx(exact, rel=1e-9)
     assert exact["gflops"] < deploy_cost(space, space.base_point)["gflops"]
+
+
+def test_the_sweep_counts_exact_costs_only_for_a_cost_aware_search_with_exact_objectives_and_a_base(tmp_path):
+    from search.sweep import known_costs
+    from tests.helpers import tiny_space
+
+    placements = load_space("placements")
+    assert isinstance(known_costs(SweepConfig(space=placements, budget="cpu", sampler="cost")), SiteCosts)
+    assert known_costs(SweepConfig(space=placements, budget="cpu", sampler="tpe")) is None
+    no_cost = tiny_space("nocost", "  s:\n    layer: 2\n    choices:\n      keep: keep\n"
+                         "      ori: {op: replace, block: GhostModuleV3, mode: ori}\n")  # fmt: skip
+    (tmp_path / "nocost.yaml").write_text(no_cost.replace("  - {metric: gflops, direction: minimize}\n", ""))
+    space = load_space(str(tmp_path / "nocost.yaml"))
+    assert [o.metric for o in space.objectives] == ["map50_95"]
+    assert known_costs(SweepConfig(space=space, budget="cpu", sampler="cost")) is None

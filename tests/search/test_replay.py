@@ -187,17 +187,27 @@ def test_the_command_replays_a_table_and_writes_its_plot_and_summary(placements,
         "setup": {"sweeps": ["s"]},
     }
     table.write_text(json.dumps(doc))
-    args = ["--table", str(table), "--replays", "3", "--trials", "12", "--strategies", "random,nsga2,cost"]
+    args = [
+        "--table",
+        str(table),
+        "--replays",
+        "3",
+        "--trials",
+        "12",
+        "--strategies",
+        "random,tpe,nsga2,cost",
+    ]
     assert main([*args, "--plot", str(tmp_path / "hv.png"), "--json", str(tmp_path / "hv.json")]) == 0
     out = capsys.readouterr().out
     assert "gflops: additive in per-site costs; error against exact counts median 0.00%" in out
     assert "map50_95: additive per-site effects; leave-one-out error" in out
-    for strategy in ("random", "nsga2", "cost"):
+    for strategy in ("random", "tpe", "nsga2", "cost"):
         assert any(line.split()[:1] == [strategy] for line in out.splitlines())
+    assert "[replay] cost against tpe: p@10 " in out
     assert "a search of 20 one-seed architectures" in out and "none of its per-site effects one by one" in out
     assert (tmp_path / "hv.png").stat().st_size > 10_000
     summary = json.loads((tmp_path / "hv.json").read_text())
-    assert {r["strategy"] for r in summary["rows"]} == {"random", "nsga2", "cost"}
+    assert {r["strategy"] for r in summary["rows"]} == {"random", "tpe", "nsga2", "cost"}
     assert all(len(c) == 12 for runs in summary["curves"].values() for c in runs)
     assert main([*args[:2], "--strategies", "annealing"]) == 2
     assert "unknown annealing" in capsys.readouterr().err
@@ -235,3 +245,35 @@ def test_early_stopping_replays_from_curves_and_moasha_keeps_the_cheap_architect
     assert rows_by["none"]["hv_ratio"] == 1.0 and rows_by["none"]["front_kept"] == 1.0
     for name in ("asha", "moasha"):
         assert rows_by[name]["epochs"] < rows_by["none"]["epochs"] and 0 < rows_by[name]["hv_ratio"] <= 1.0
+
+
+def test_the_default_sampler_beats_random_on_the_shipped_reference_table():
+    """What the README claims of the default sampler, on the table we ship (bench/search_efficiency.py replays it
+    20 times at 40 architectures; here 6 times at 20)."""
+    from pathlib import Path
+
+    from search.records import DEFAULT_SAMPLER
+    from search.replay import read_table
+
+    space, seeds, setup = read_table(Path(__file__).resolve().parents[2] / "bench" / "reference_table.json")
+    assert setup["sweeps"] == ["ref-ablation", "ref-base", "ref-random"] and len(setup["commit"]) == 40
+    surrogate, fidelity = fit_surrogate(space, seeds)
+    assert fidelity.noise["map50_95"][1] >= 4  # the base's five seeds
+    assert fidelity.cost["gflops"][2] >= 12  # architectures with several changes check the cost model
+    curves = replay_all(surrogate, ["random", DEFAULT_SAMPLER], replays=6, trials=20)
+    rows = {r["strategy"]: r for r in summarize_replays(curves, best_hypervolume(surrogate), (20,))}
+    assert rows[DEFAULT_SAMPLER]["p20"] < 0.05
+
+
+def test_a_replay_with_the_models_misfit_as_noise_draws_it(placements, tmp_path, capsys):
+    from search.config import space_document
+
+    truth, _ = _truth(placements, interaction=0.15)
+    table = tmp_path / "table.json"
+    doc = {"format": 1, "space": space_document(placements), "seeds": _sweep(placements, truth), "setup": {}}
+    table.write_text(json.dumps(doc))
+    args = ["--table", str(table), "--replays", "2", "--trials", "4", "--strategies", "random"]
+    assert main([*args, "--noise", "loo", "--json", str(tmp_path / "loo.json")]) == 0
+    assert main([*args, "--json", str(tmp_path / "seed.json")]) == 0
+    loo, seed = (json.loads((tmp_path / f"{n}.json").read_text())["noise"] for n in ("loo", "seed"))
+    assert loo["map50_95"] > 2 * seed["map50_95"]

@@ -520,7 +520,9 @@ def test_a_finished_sweep_replays_from_mlflow_and_its_table_replays_the_same(gri
     assert space.name == "modes" and len(seeds) == 6
     assert all(len(s["curve"]) == 1 and 0 <= s["curve"][0] <= 1 for s in seeds)  # one epoch's validation mAP
     assert setup["sweeps"] == ["ablation"] and len(setup["commit"]) == 40 and setup["budget.epochs"] == "1"
-    stored = table_from_store(uri(tmp), "rtdetr-ghost-search", ["ablation", "ablation"])[1]  # joined: each seed once
+    stored = table_from_store(uri(tmp), "rtdetr-ghost-search", ["ablation", "ablation"])[
+        1
+    ]  # joined: each seed once
     assert {(s["arch_hash"], s["seed"]) for s in seeds} == {(s["arch_hash"], s["seed"]) for s in stored}
     surrogate = fit_surrogate(space, seeds)[0]
     for point in ({"stage3": "keep"}, {"stage3": "ori"}, {"stage3": "gate"}):
