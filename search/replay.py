@@ -47,6 +47,7 @@ __all__ = [
     "stopping_summary",
     "summarize_replays",
     "table_from_store",
+    "write_table",
 ]
 
 STRATEGIES = ("random", "tpe", "nsga2", "gp", "cost")
@@ -253,6 +254,13 @@ def read_table(path: Path) -> tuple[Space, list[dict], dict]:
         return space, list(doc["seeds"]), dict(doc.get("setup") or {})
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"--table {path}: not a replay table ({type(exc).__name__}: {exc})") from exc
+
+
+def write_table(path: Path, space_document: dict, seeds: list[dict], *, setup: dict) -> None:
+    """Write a table :func:`read_table` reads. The space keeps its document's order: its sites' order is the
+    order a sampler draws them in, so a table replays exactly as the sweeps it came from."""
+    doc = {"format": TABLE_FORMAT, "space": space_document, "setup": setup, "seeds": seeds}
+    path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 def table_from_store(uri: str, experiment: str, sweeps: Sequence[str]) -> tuple[Space, list[dict], dict]:
@@ -469,13 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_table:
         from .tracking import git_commit
 
-        doc = {
-            "format": TABLE_FORMAT,
-            "space": setup.pop("space_document"),
-            "setup": {**setup, "machine": args.machine, "exported_at_commit": git_commit()},
-            "seeds": seeds,
-        }
-        Path(args.save_table).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        setup = {**setup, "machine": args.machine, "exported_at_commit": git_commit()}
+        write_table(Path(args.save_table), setup.pop("space_document"), seeds, setup=setup)
         print(f"[replay] table of {len(seeds)} trained seeds written to {args.save_table}")
     for line in fidelity_lines(fidelity, surrogate):
         print(line)

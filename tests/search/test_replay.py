@@ -277,3 +277,17 @@ def test_a_replay_with_the_models_misfit_as_noise_draws_it(placements, tmp_path,
     assert main([*args, "--json", str(tmp_path / "seed.json")]) == 0
     loo, seed = (json.loads((tmp_path / f"{n}.json").read_text())["noise"] for n in ("loo", "seed"))
     assert loo["map50_95"] > 2 * seed["map50_95"]
+
+
+def test_a_written_table_replays_exactly_as_the_rows_it_holds(placements, tmp_path):
+    """The sites keep their order through the file (a sampler draws them in that order)."""
+    from search.config import space_document
+    from search.replay import read_table, write_table
+
+    truth, _ = _truth(placements)
+    rows = _sweep(placements, truth)
+    write_table(tmp_path / "t.json", space_document(placements), rows, setup={"sweeps": ["s"]})
+    space, seeds, setup = read_table(tmp_path / "t.json")
+    assert [s.name for s in space.sites] == [s.name for s in placements.sites] and setup == {"sweeps": ["s"]}
+    direct, written = fit_surrogate(placements, rows)[0], fit_surrogate(space, seeds)[0]
+    assert replay(direct, "random", seed=2, trials=8) == replay(written, "random", seed=2, trials=8)
