@@ -418,7 +418,7 @@ def summary_lines(rows: list[dict], best: float, checkpoints=CHECKPOINTS) -> lis
 
 
 def against(
-    curves: dict[str, list[list[float]]], a: str, b: str, checkpoints=CHECKPOINTS
+    curves: dict[str, list[list[float]]], a: str, b: str, *, checkpoints=CHECKPOINTS
 ) -> dict[int, float]:
     """The one-sided Mann-Whitney p-value that strategy ``a`` reaches a larger hypervolume than ``b``, per checkpoint."""
     return {
@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in summary_lines(rows, best, checkpoints):
         print(line)
     if {"cost", "tpe"} <= set(curves):
-        p = against(curves, "cost", "tpe", checkpoints)
+        p = against(curves, "cost", "tpe", checkpoints=checkpoints)
         print("[replay] cost against tpe: " + ", ".join(f"p@{t} {v:.3g}" for t, v in p.items()))
     main_metric = space.objectives[0].metric
     rng = np.random.default_rng(args.seed)
