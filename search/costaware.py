@@ -21,7 +21,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import TrialState
 
-from .frontier import MAXIMIZE, Objective, hypervolume_box
+from .frontier import MAXIMIZE, Objective, hypervolume_box, pareto_front
 
 __all__ = ["BayesAdditive", "CostAwareSampler", "Known", "SiteCosts", "expected_gain"]
 
@@ -151,14 +151,7 @@ class CostAwareSampler(BaseSampler):
         """Random architectures and one- or two-site changes of the current front's, none trained yet."""
         names = list(self.space)
         seen = {tuple(p[k] for k in names) for p in points}
-        directions = [o.direction for o in self.objectives]
-        signs = np.array([-1.0 if d == MAXIMIZE else 1.0 for d in directions])
-        mins = values * signs
-        front = [
-            points[i]
-            for i in range(len(points))
-            if not ((mins <= mins[i]).all(1) & (mins < mins[i]).any(1)).any()
-        ]
+        front = [points[i] for i in pareto_front(values.tolist(), [o.direction for o in self.objectives])]
         pool: dict[tuple, dict] = {}
         for k in range(self.candidates * 4):
             if len(pool) >= self.candidates:

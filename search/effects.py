@@ -78,23 +78,30 @@ class Additive:
         return self.intercept + sum(v for (s, c), v in self.effects.items() if point.get(s) == c)
 
 
+def _least_squares(obs: list[tuple[dict, float]], columns: list[tuple[str, str]]):
+    """The fit both models share: the design matrix, the values, the least-squares coefficients, the rank, and
+    the columns the observations do not identify (adding the column's unit row raises the rank)."""
+    X = _design([p for p, _ in obs], columns)  # noqa: N806
+    y = np.array([v for _, v in obs])
+    rank = np.linalg.matrix_rank(X)
+    unit = np.eye(X.shape[1])
+    blind = {
+        col
+        for j, col in enumerate(columns, start=1)
+        if np.linalg.matrix_rank(np.vstack([X, unit[j]])) != rank
+    }
+    return X, y, np.linalg.pinv(X) @ y, rank, blind
+
+
 def fit_additive(rows: list[dict], space: Space, metric: str) -> Additive:
     """:class:`Additive` for ``metric`` over every trained seed of ``rows`` (see :func:`site_effects`)."""
     obs = _observations(rows, metric)
     columns = _columns(space)
     if not obs:
         return Additive(metric, math.nan, {c: 0.0 for c in columns}, tuple(columns), 0)
-    X = _design([p for p, _ in obs], columns)  # noqa: N806
-    beta = np.linalg.pinv(X) @ np.array([v for _, v in obs])
-    rank = np.linalg.matrix_rank(X)
-    unit = np.eye(X.shape[1])
-    unidentified = tuple(
-        col
-        for j, col in enumerate(columns, start=1)
-        if np.linalg.matrix_rank(np.vstack([X, unit[j]])) != rank
-    )
+    _, _, beta, _, blind = _least_squares(obs, columns)
     effects = {col: float(beta[j]) for j, col in enumerate(columns, start=1)}
-    return Additive(metric, float(beta[0]), effects, unidentified, len(obs))
+    return Additive(metric, float(beta[0]), effects, tuple(c for c in columns if c in blind), len(obs))
 
 
 def site_effects(
@@ -112,10 +119,7 @@ def site_effects(
     columns = _columns(space)
     if not obs:
         return [Effect(s, c, metric, None, None, 0, 2) for s, c in columns]
-    X = _design([p for p, _ in obs], columns)  # noqa: N806
-    y = np.array([v for _, v in obs])
-    rank = np.linalg.matrix_rank(X)
-    beta = np.linalg.pinv(X) @ y
+    X, y, beta, rank, blind = _least_squares(obs, columns)  # noqa: N806
     dof = len(y) - rank
     if dof >= 1:
         sigma, df = math.sqrt(float(np.sum((y - X @ beta) ** 2)) / dof), dof
@@ -128,10 +132,7 @@ def site_effects(
     effects = []
     for j, (site, choice) in enumerate(columns, start=1):
         made = int(X[:, j].sum())
-        unit = np.zeros(X.shape[1])
-        unit[j] = 1.0
-        identified = np.linalg.matrix_rank(np.vstack([X, unit])) == rank
-        if not identified:
+        if (site, choice) in blind:
             effects.append(Effect(site, choice, metric, None, None, made, 1 if has_base else 2))
             continue
         half = t975(df) * sigma * math.sqrt(max(float(cov[j, j]), 0.0)) if df else math.nan

@@ -118,6 +118,11 @@ def replay_all(
     return out
 
 
+def _at(runs: list[list[float]], t: int) -> list[float]:
+    """Each run's hypervolume after ``t`` architectures (its last, if it ended sooner)."""
+    return [run[min(t, len(run)) - 1] for run in runs if run]
+
+
 def _quartiles(values: list[float]) -> tuple[float, float, float]:
     q = np.percentile(values, [25, 50, 75])
     return float(q[1]), float(q[0]), float(q[2])
@@ -133,11 +138,11 @@ def summarize_replays(
     for strategy, runs in curves.items():
         row = {"strategy": strategy, "replays": len(runs)}
         for t in checkpoints:
-            at = [run[min(t, len(run)) - 1] for run in runs if run]
-            row[f"hv{t}"] = _quartiles(at)
-            if strategy != "random" and "random" in curves:
-                other = [run[min(t, len(run)) - 1] for run in curves["random"] if run]
-                row[f"p{t}"] = mann_whitney_greater(at, other)
+            row[f"hv{t}"] = _quartiles(_at(runs, t))
+        if strategy != "random" and "random" in curves:
+            row.update(
+                {f"p{t}": p for t, p in against(curves, strategy, "random", checkpoints=checkpoints).items()}
+            )
         reach = [next((i + 1 for i, v in enumerate(run) if v >= 0.9 * best), math.inf) for run in runs]
         median = statistics.median(reach)
         row["to90"] = None if math.isinf(median) else median
@@ -375,7 +380,7 @@ def _check(args) -> list[str]:
     return strategies
 
 
-def fidelity_lines(fidelity: Fidelity, surrogate: Surrogate) -> list[str]:
+def fidelity_lines(fidelity: Fidelity) -> list[str]:
     lines = [f"[replay] surrogate of {fidelity.architectures} architectures ({fidelity.seeds} trained seeds)"]
     for m, (med, worst, n) in fidelity.cost.items():
         checked = (
@@ -421,12 +426,7 @@ def against(
     curves: dict[str, list[list[float]]], a: str, b: str, *, checkpoints=CHECKPOINTS
 ) -> dict[int, float]:
     """The one-sided Mann-Whitney p-value that strategy ``a`` reaches a larger hypervolume than ``b``, per checkpoint."""
-    return {
-        t: mann_whitney_greater(
-            [run[min(t, len(run)) - 1] for run in curves[a]], [run[min(t, len(run)) - 1] for run in curves[b]]
-        )
-        for t in checkpoints
-    }
+    return {t: mann_whitney_greater(_at(curves[a], t), _at(curves[b], t)) for t in checkpoints}
 
 
 def plot_curves(curves: dict[str, list[list[float]]], best: float, path: Path, *, title: str) -> None:
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         setup = {**setup, "machine": args.machine, "exported_at_commit": git_commit()}
         write_table(Path(args.save_table), setup.pop("space_document"), seeds, setup=setup)
         print(f"[replay] table of {len(seeds)} trained seeds written to {args.save_table}")
-    for line in fidelity_lines(fidelity, surrogate):
+    for line in fidelity_lines(fidelity):
         print(line)
     best = best_hypervolume(surrogate)
     curves = replay_all(
